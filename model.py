@@ -1,0 +1,257 @@
+"""
+One GPT for teacher and student: LLaMA-3-style blocks (RMSNorm, RoPE, SwiGLU,
+grouped-query attention, no biases), tied or untied embeddings, optional
+QK-norm (the paper's Qwen3-style ablation).
+
+The forward pass returns the final normed hidden states, not logits: the loss
+(fused_kd.py) multiplies them by lm_head chunk by chunk so the [tokens, vocab]
+logits of teacher and student never exist in full. `model.logits(idx)` gives
+plain logits for evaluation and tests.
+
+Parameter names and the RoPE convention (rotate-half) follow Hugging Face's
+Llama, so export.py can write a checkpoint transformers loads as it is.
+"""
+
+import math
+from dataclasses import dataclass, asdict
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50304        # rows of the embedding; may include padding past the tokenizer's vocab
+    block_size: int = 1024         # longest sequence (RoPE needs no table this long, it only bounds training)
+    n_layer: int = 12
+    n_embd: int = 768
+    n_head: int = 12
+    n_kv_head: Optional[int] = None  # None = n_head (no grouping)
+    head_dim: Optional[int] = None   # None = n_embd // n_head
+    mlp_hidden: Optional[int] = None  # SwiGLU width; None = LLaMA's rule, 8/3·n_embd rounded up to 256
+    rope_theta: float = 500000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = False
+    qk_norm: bool = False
+
+    def __post_init__(self):
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        if self.head_dim is None:
+            assert self.n_embd % self.n_head == 0, "n_embd must divide by n_head when head_dim is not given"
+            self.head_dim = self.n_embd // self.n_head
+        if self.mlp_hidden is None:
+            self.mlp_hidden = 256 * math.ceil(8 * self.n_embd / 3 / 256)
+        assert self.n_head % self.n_kv_head == 0, "n_head must be a multiple of n_kv_head (GQA)"
+        assert self.head_dim % 2 == 0, "RoPE needs an even head_dim"
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        # normalise in fp32 (as HF Llama does) so bf16 activations don't lose the mean square
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+def rope_cos_sin(seq_len, head_dim, theta, device):
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    freqs = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)  # rotate-half layout: [f0..f_{d/2-1}, f0..f_{d/2-1}]
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x, cos, sin):
+    # x: [B, heads, T, head_dim]; pairs are (i, i + d/2), HF Llama's convention
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.n_embd, cfg.n_head * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
+        # Qwen3-style QK-norm: one RMSNorm over head_dim shared by all heads, before RoPE
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+
+    def forward(self, x, cos, sin):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           enable_gqa=self.n_kv_head != self.n_head)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=False)
+        self.up_proj = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=False)
+        self.down_proj = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.self_attn = CausalSelfAttention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.activation_checkpointing = False  # train.py may switch it on
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        # GPT-2's init: N(0, 0.02), residual outputs scaled down by depth so the stream's variance stays put
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+                p.fill_(1.0)
+            elif name.endswith("o_proj.weight") or name.endswith("down_proj.weight"):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * self.config.n_layer))
+            else:
+                nn.init.normal_(p, std=0.02)
+
+    def forward(self, idx):
+        """idx [B, T] token ids -> final normed hidden states [B, T, n_embd]."""
+        B, T = idx.shape
+        assert T <= self.config.block_size, f"sequence of {T} is longer than block_size {self.config.block_size}"
+        cos, sin = rope_cos_sin(T, self.config.head_dim, self.config.rope_theta, idx.device)
+        x = self.embed_tokens(idx)
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        for block in self.layers:
+            if self.activation_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, use_reentrant=False)
+            else:
+                x = block(x, cos, sin)
+        return self.norm(x)
+
+    def logits(self, idx):
+        return self.lm_head(self(idx))
+
+    # ---- bookkeeping --------------------------------------------------------------------
+
+    def num_params(self, non_embedding=False):
+        n = sum(p.numel() for p in self.parameters())  # parameters() counts a tied weight once
+        if non_embedding:
+            n -= self.embed_tokens.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.lm_head.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len, backward=True):
+        """Matmul FLOPs per token: 2 per weight (forward) plus attention scores, ×3 with backward (PaLM appendix B)."""
+        c = self.config
+        weights = self.num_params() - self.embed_tokens.weight.numel() * (0 if c.tie_embeddings else 1)
+        attention = 2 * c.n_layer * c.n_head * c.head_dim * seq_len  # QK^T and AV, causal half counted in full as PaLM does
+        fwd = 2 * weights + attention
+        return 3 * fwd if backward else fwd
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        # decay matrices (linear and embedding weights), not norms; a tied weight appears once
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        fused = device_type == "cuda"
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
+
+
+def count_params_formula(cfg: GPTConfig):
+    """Parameter count from the shapes alone (the dry run prints it; a test checks it against the model)."""
+    d, L, hd = cfg.n_embd, cfg.n_layer, cfg.head_dim
+    attn = d * cfg.n_head * hd * 2 + d * cfg.n_kv_head * hd * 2  # q, o and k, v
+    mlp = 3 * d * cfg.mlp_hidden
+    norms = 2 * d + (2 * hd if cfg.qk_norm else 0)
+    emb = cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
+    return L * (attn + mlp + norms) + d + emb
+
+
+# ---- named sizes ----------------------------------------------------------------------------
+# Shapes only; vocab and block_size come from the tokenizer and the run. Counts below are for
+# the vocabulary each family is meant for (python model.py prints them).
+
+PRESETS = {
+    # tiny CPU models, for the byte-level tokenizer
+    "tiny-64":   dict(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, mlp_hidden=192, tie_embeddings=True, rope_theta=10000.0),
+    "tiny-96":   dict(n_layer=3, n_embd=96, n_head=4, n_kv_head=2, mlp_hidden=256, tie_embeddings=True, rope_theta=10000.0),
+    "tiny-128":  dict(n_layer=4, n_embd=128, n_head=4, n_kv_head=2, mlp_hidden=384, tie_embeddings=True, rope_theta=10000.0),
+    "tiny-192":  dict(n_layer=6, n_embd=192, n_head=6, n_kv_head=2, mlp_hidden=512, tie_embeddings=True, rope_theta=10000.0),
+    # GPT-2 tokenizer family (50,304 padded vocab, tied like GPT-2); GQA only for the 1B
+    "gpt2-20m":  dict(n_layer=6, n_embd=256, n_head=4, n_kv_head=4, mlp_hidden=768, tie_embeddings=True),
+    "gpt2-60m":  dict(n_layer=10, n_embd=512, n_head=8, n_kv_head=8, mlp_hidden=1536, tie_embeddings=True),
+    "gpt2-160m": dict(n_layer=12, n_embd=768, n_head=12, n_kv_head=12, mlp_hidden=3072, tie_embeddings=True),
+    "gpt2-410m": dict(n_layer=24, n_embd=1024, n_head=16, n_kv_head=16, mlp_hidden=3584, tie_embeddings=True),
+    "gpt2-1b":   dict(n_layer=20, n_embd=2048, n_head=16, n_kv_head=8, mlp_hidden=5632, tie_embeddings=True),
+    # the paper's LLaMA-3-style models (untied, GQA 32/8, head_dim 128, θ 500k), Llama-3 vocab 128,256
+    "llama-0.7b": dict(n_layer=12, n_embd=1024, n_head=32, n_kv_head=8, head_dim=128, mlp_hidden=8192),
+    "llama-1.7b": dict(n_layer=16, n_embd=2048, n_head=32, n_kv_head=8, head_dim=128, mlp_hidden=8192),
+    "llama-3.8b": dict(n_layer=28, n_embd=3072, n_head=32, n_kv_head=8, head_dim=128, mlp_hidden=8192),
+    "llama-8b":   dict(n_layer=32, n_embd=4096, n_head=32, n_kv_head=8, head_dim=128, mlp_hidden=14336),
+    # the paper's Qwen3-style ablation (QK-norm, tied, θ 1e6), Qwen3's shapes
+    "qwen3-0.14b": dict(n_layer=12, n_embd=512, n_head=8, n_kv_head=4, head_dim=128, mlp_hidden=1536, qk_norm=True, tie_embeddings=True, rope_theta=1e6, norm_eps=1e-6),
+    "qwen3-0.28b": dict(n_layer=20, n_embd=768, n_head=12, n_kv_head=4, head_dim=128, mlp_hidden=2304, qk_norm=True, tie_embeddings=True, rope_theta=1e6, norm_eps=1e-6),
+    "qwen3-0.6b":  dict(n_layer=28, n_embd=1024, n_head=16, n_kv_head=8, head_dim=128, mlp_hidden=3072, qk_norm=True, tie_embeddings=True, rope_theta=1e6, norm_eps=1e-6),
+    "qwen3-1.0b":  dict(n_layer=28, n_embd=1536, n_head=16, n_kv_head=8, head_dim=128, mlp_hidden=3584, qk_norm=True, tie_embeddings=True, rope_theta=1e6, norm_eps=1e-6),
+}
+
+
+def preset_vocab(name):
+    if name.startswith("tiny"):
+        return 264      # 256 bytes + end-of-text, padded to a multiple of 8
+    if name.startswith("gpt2"):
+        return 50304    # 50,257 padded to a multiple of 64
+    return 128256       # Llama-3
+
+
+def config_from_preset(name, vocab_size, block_size, **overrides):
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return GPTConfig(vocab_size=vocab_size, block_size=block_size, **{**PRESETS[name], **overrides})
+
+
+if __name__ == "__main__":
+    print(f"{'preset':12s} {'vocab':>7s} {'params':>10s} {'non-emb':>10s}")
+    for name in PRESETS:
+        cfg = config_from_preset(name, preset_vocab(name), 1024)
+        with torch.device("meta"):
+            model = GPT(cfg)
+        print(f"{name:12s} {cfg.vocab_size:7d} {model.num_params() / 1e6:9.1f}M {model.num_params(True) / 1e6:9.1f}M")
