@@ -33,7 +33,8 @@ def distill_loss(student_logits, labels, teacher_logits=None, *, alpha=0.0, temp
     if kl == "reverse" and top_k is not None:
         raise ValueError("reverse KL against a top-k truncated teacher is infinite; use forward KL with top_k")
     V = student_logits.shape[-1] if vocab_size is None else vocab_size
-    s = student_logits.reshape(-1, student_logits.shape[-1])[:, :V].float()
+    math_dtype = torch.promote_types(student_logits.dtype, torch.float32)  # fp32 at least; fp64 stays fp64 for tests
+    s = student_logits.reshape(-1, student_logits.shape[-1])[:, :V].to(math_dtype)
     y = labels.reshape(-1)
     valid = y != ignore_index
     n_valid = valid.sum().clamp(min=1)
@@ -43,7 +44,7 @@ def distill_loss(student_logits, labels, teacher_logits=None, *, alpha=0.0, temp
     if teacher_logits is None:
         return ce, ce.detach(), torch.zeros_like(ce).detach()
 
-    t = teacher_logits.reshape(-1, teacher_logits.shape[-1])[:, :V].float()
+    t = teacher_logits.reshape(-1, teacher_logits.shape[-1])[:, :V].to(math_dtype)
     T = temperature
     if T == 0:
         # hard distillation: cross-entropy against the teacher's most likely token

@@ -1,0 +1,61 @@
+"""
+Arithmetic about a run before (and while) it runs: the dry-run plan that
+`train.py --dry_run=True` prints, and the accelerator peak that MFU divides by.
+Memory figures are estimates for plain DDP with bf16 autocast: every process
+holds the whole student with fp32 weights, grads and AdamW moments
+(16 bytes/param) and the whole teacher in bf16 (2 bytes/param).
+"""
+
+import torch
+
+from model import count_params_formula
+
+# dense bf16 peak FLOP/s, from the vendors' datasheets (no sparsity)
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "4090": 165e12}
+
+
+def peak_flops(device):
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return 0.0
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16.items() if k in name), 0.0)
+
+
+def activation_bytes(cfg, tokens):
+    """Rough bytes of activations kept for backward in bf16: per layer and token, the inputs of the
+    projections and norms (~12·d) and the SwiGLU's four mlp-wide tensors."""
+    return 2 * tokens * cfg.n_layer * (12 * cfg.n_embd + 4 * cfg.mlp_hidden)
+
+
+def print_plan(student, teacher, config, world_size, n_vocab):
+    gb = 1024 ** 3
+    c = config
+    tokens_per_step = c["batch_tokens"]
+    per_micro = c["batch_size"] * c["block_size"]
+    accum = tokens_per_step // (per_micro * world_size) if tokens_per_step % (per_micro * world_size) == 0 else None
+    steps = c["max_iters"] if c["max_iters"] > 0 else c["train_tokens"] // tokens_per_step
+    s_params = student.num_params()
+    print(f"plan for {world_size} processes (set WORLD_SIZE to plan for another count)")
+    print(f"  student  {c['model']:12s} {s_params:>15,} params (formula {count_params_formula(student.config):,}), "
+          f"{student.num_params(non_embedding=True):,} non-embedding")
+    flops = tokens_per_step * student.flops_per_token(c["block_size"])
+    memory = 16 * s_params + activation_bytes(student.config, per_micro)
+    if teacher is not None:
+        t_params = teacher.num_params()
+        print(f"  teacher  {c['teacher_model'] or '(ckpt)':12s} {t_params:>15,} params (formula {count_params_formula(teacher.config):,}), "
+              f"α={c['alpha']}, T={c['temperature']}")
+        flops += tokens_per_step * teacher.flops_per_token(c["block_size"], backward=False)
+        memory += 2 * t_params + 2 * per_micro * teacher.config.n_embd
+    # the loss: one chunk of fp32 logits for each model in the fused path, full logits in the reference
+    loss_rows = per_micro if c["loss_impl"] == "reference" else min(per_micro, 4096)
+    memory += loss_rows * n_vocab * 4 * (2 if teacher is not None else 1) * (3 if c["loss_impl"] == "reference" else 1)
+    print(f"  vocabulary {n_vocab:,} ({c['tokenizer']}), context {c['block_size']}")
+    print(f"  tokens/step {tokens_per_step:,} = {world_size} × {c['batch_size']} × {c['block_size']} × "
+          f"{accum if accum else '?'} accumulation" + ("" if accum else "  <-- not divisible: train.py will refuse"))
+    print(f"  steps {steps:,} ({steps * tokens_per_step / 1e9:.2f}B tokens), warmup {int(c['warmup_frac'] * steps):,}")
+    print(f"  FLOPs/step {flops:.3e} ({flops * steps:.3e} in all)")
+    print(f"  memory/GPU ≈ {memory / gb:.1f} GiB (student states {16 * s_params / gb:.1f}, "
+          f"activations {activation_bytes(student.config, per_micro) / gb:.1f}"
+          + (f", teacher {2 * teacher.num_params() / gb:.1f}" if teacher is not None else "") + ")")
+    return {"student_params": s_params, "teacher_params": teacher.num_params() if teacher is not None else 0,
+            "tokens_per_step": tokens_per_step, "steps": steps, "flops_per_step": flops, "memory_bytes": memory}

@@ -1,0 +1,131 @@
+"""The reference loss against independent checks: the closed-form gradient from DESIGN.md,
+central finite differences in float64, and explicit numpy formulas for the ablations."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distill_loss import distill_loss
+
+N, V_REAL, V_PAD = 12, 37, 40  # 3 padding columns the loss must ignore
+
+
+def make_inputs(seed=0, scale=3.0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    s = (torch.randn(N, V_PAD, generator=g, dtype=dtype) * scale)
+    t = (torch.randn(N, V_PAD, generator=g, dtype=dtype) * scale)
+    s[:, V_REAL:] = 50.0  # huge padding logits: any leak into the softmax would change the loss
+    t[:, V_REAL:] = 50.0
+    y = torch.randint(0, V_REAL, (N,), generator=g)
+    y[[1, 5, 6]] = -100   # ignored tokens
+    return s, t, y
+
+
+def closed_form_grad(s, t, y, alpha, T):
+    """dL/ds = [(1−α)(p − onehot(y)) + α·T·(pT − qT)] / n_valid, written out independently of the loss code."""
+    s, t = s[:, :V_REAL].numpy(), t[:, :V_REAL].numpy()
+    y = y.numpy()
+    valid = y != -100
+
+    def softmax(z):
+        z = z - z.max(-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(-1, keepdims=True)
+
+    p, pT, qT = softmax(s), softmax(s / T), softmax(t / T)
+    onehot = np.zeros_like(p)
+    onehot[np.arange(len(y))[valid], y[valid]] = 1
+    g = (1 - alpha) * (p - onehot) + alpha * T * (pT - qT)
+    g[~valid] = 0
+    full = np.zeros((len(y), V_PAD))
+    full[:, :V_REAL] = g / valid.sum()
+    return full
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("T", [0.5, 1.0, 2.0])
+def test_gradient_matches_closed_form(alpha, T):
+    s, t, y = make_inputs()
+    s.requires_grad_(True)
+    loss, _, _ = distill_loss(s, y, t, alpha=alpha, temperature=T, vocab_size=V_REAL)
+    loss.backward()
+    np.testing.assert_allclose(s.grad.numpy(), closed_form_grad(s.detach(), t, y, alpha, T), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("alpha,T", [(0.5, 0.5), (0.3, 2.0), (1.0, 1.0)])
+def test_gradient_matches_finite_differences(alpha, T):
+    s, t, y = make_inputs(seed=1, scale=1.0)
+    s.requires_grad_(True)
+    loss, _, _ = distill_loss(s, y, t, alpha=alpha, temperature=T, vocab_size=V_REAL)
+    (grad,) = torch.autograd.grad(loss, s)
+    eps = 1e-6
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        i, j = rng.integers(N), rng.integers(V_PAD)
+        plus, minus = s.detach().clone(), s.detach().clone()
+        plus[i, j] += eps
+        minus[i, j] -= eps
+        fd = (distill_loss(plus, y, t, alpha=alpha, temperature=T, vocab_size=V_REAL)[0]
+              - distill_loss(minus, y, t, alpha=alpha, temperature=T, vocab_size=V_REAL)[0]) / (2 * eps)
+        assert abs(fd.item() - grad[i, j].item()) < 1e-7, (i, j, fd.item(), grad[i, j].item())
+
+
+def test_value_matches_explicit_formula_and_parts():
+    s, t, y = make_inputs(seed=2)
+    alpha, T = 0.4, 2.0
+    loss, ce, kd = distill_loss(s, y, t, alpha=alpha, temperature=T, vocab_size=V_REAL)
+    sv, tv, yv = s[:, :V_REAL].numpy(), t[:, :V_REAL].numpy(), y.numpy()
+    valid = yv != -100
+
+    def log_softmax(z):
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+    ce_ref = -log_softmax(sv)[valid, yv[valid]].mean()
+    lq, lp = log_softmax(tv / T), log_softmax(sv / T)
+    kd_ref = (T * T * (np.exp(lq) * (lq - lp)).sum(-1))[valid].mean()
+    assert ce.item() == pytest.approx(ce_ref, rel=1e-10)
+    assert kd.item() == pytest.approx(kd_ref, rel=1e-10)
+    assert loss.item() == pytest.approx((1 - alpha) * ce_ref + alpha * kd_ref, rel=1e-10)
+
+
+def test_no_teacher_is_cross_entropy_and_all_ignored_is_zero():
+    s, _, y = make_inputs(seed=3)
+    loss, ce, kd = distill_loss(s, y, vocab_size=V_REAL)
+    assert loss.item() == pytest.approx(F.cross_entropy(s[:, :V_REAL], y).item(), rel=1e-12)
+    assert kd.item() == 0.0
+    s.requires_grad_(True)
+    loss, _, _ = distill_loss(s, torch.full_like(y, -100), s.detach() * 2, alpha=0.5, vocab_size=V_REAL)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.all(s.grad == 0)
+
+
+def test_ablations_against_explicit_formulas():
+    s, t, y = make_inputs(seed=4)
+    sv, tv = s[:, :V_REAL], t[:, :V_REAL]
+    valid = y != -100
+    # T = 0: cross-entropy against the teacher's argmax
+    _, _, kd = distill_loss(s, y, t, alpha=1.0, temperature=0.0, vocab_size=V_REAL)
+    assert kd.item() == pytest.approx(F.cross_entropy(sv[valid], tv[valid].argmax(-1)).item(), rel=1e-12)
+    # reverse KL(p ‖ q)
+    _, _, kd = distill_loss(s, y, t, alpha=1.0, temperature=1.0, vocab_size=V_REAL, kl="reverse")
+    lp, lq = F.log_softmax(sv, -1), F.log_softmax(tv, -1)
+    assert kd.item() == pytest.approx((lp.exp() * (lp - lq)).sum(-1)[valid].mean().item(), rel=1e-12)
+    # top-k: the teacher renormalised over its k largest entries
+    k = 5
+    _, _, kd = distill_loss(s, y, t, alpha=1.0, temperature=1.0, vocab_size=V_REAL, top_k=k)
+    expected = []
+    for i in torch.nonzero(valid).flatten().tolist():
+        idx = tv[i].argsort(descending=True)[:k]
+        q = torch.softmax(tv[i, idx], -1)
+        expected.append((q * (q.log() - lp[i, idx])).sum())
+    assert kd.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(alpha=1.5), "alpha"), (dict(alpha=-0.1), "alpha"),
+                                          (dict(temperature=-1.0), "temperature"), (dict(kl="jsd"), "kl")])
+def test_bad_arguments(kwargs, match):
+    s, t, y = make_inputs()
+    with pytest.raises(ValueError, match=match):
+        distill_loss(s, y, t, **kwargs)
