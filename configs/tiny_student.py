@@ -1,0 +1,20 @@
+# The larger tiny student, distilled from configs/tiny_teacher.py's checkpoint (train that first).
+#   python train.py configs/tiny_student.py                                                  # KD, α=0.3
+#   python train.py configs/tiny_student.py --alpha=0.0 --teacher_ckpt= --out_dir=out/tiny_baseline  # no teacher
+out_dir = "out/tiny_student"
+data_dir = "data/embedded_bytes"
+tokenizer = "bytes"
+model = "tiny-128"
+block_size = 256
+batch_size = 16
+batch_tokens = 4096
+train_tokens = 500 * 4096
+learning_rate = 3e-3
+eval_interval = 100
+eval_iters = 20
+seed = 43  # the paper's student seed
+
+teacher_ckpt = "out/tiny_teacher/ckpt.pt"
+teacher_model = "tiny-96"
+alpha = 0.3        # a weak teacher wants a small α (the paper: 0.2 for its weakest)
+temperature = 1.0

@@ -1,0 +1,405 @@
+"""
+Train a GPT, optionally distilling from a frozen teacher:
+
+    loss = (1 − α)·CE(student, data) + α·T²·KL(teacher_T ‖ student_T)
+
+One process:      python train.py configs/tiny_student.py --max_iters=50 --device=cpu
+One node, 8 GPUs: torchrun --standalone --nproc_per_node=8 train.py configs/student_1b_teacher_160m.py
+Multi-node:       torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT train.py ...
+Check a config:   python train.py configs/student_1b_teacher_160m.py --dry_run=True
+
+Defaults below; a config file overrides them, then --key=value (configurator.py).
+"""
+
+import glob
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from configurator import ConfigError, apply_overrides
+from distill_loss import check_kd_args, distill_loss
+from model import GPT, config_from_preset
+
+# -----------------------------------------------------------------------------
+# defaults
+# I/O
+out_dir = "out/run"
+eval_interval = 100         # steps between validation (and checkpoints)
+eval_iters = 20             # batches per validation split
+log_interval = 10
+resume = False              # continue out_dir/ckpt.pt exactly (model, optimizer, data position, RNG)
+dry_run = False             # build the models on the meta device, print the plan, exit
+wandb_log = False
+wandb_project = "nanokd"
+wandb_run_name = ""
+# data
+data_dir = "data/embedded_bytes"   # train*.bin, val.bin, ood_*.bin (data/prepare_*.py)
+tokenizer = "bytes"                # must match the data files and the teacher
+batch_size = 16                    # sequences per micro-step per process
+block_size = 256
+batch_tokens = 16 * 256            # tokens per optimizer step over all processes; sets grad accumulation
+train_tokens = 2_000_000           # token budget; steps = train_tokens // batch_tokens
+max_iters = 0                      # > 0 overrides the token budget (quick runs)
+# model
+model = "tiny-128"                 # a preset in model.py
+model_args = {}                    # overrides of the preset's shape, e.g. {"n_layer": 6}
+# distillation
+teacher_ckpt = ""                  # path to a nanokd checkpoint; "" = no teacher
+teacher_model = ""                 # the teacher's preset, checked against its checkpoint (and used by dry runs)
+alpha = 0.0                        # weight of KD: 0 = plain LM training, 1 = pure distillation
+alpha_end = -1.0                   # >= 0: α moves linearly from alpha to alpha_end over training
+temperature = 1.0                  # 0 = the teacher's argmax as hard labels
+kd_loss = "forward"                # "forward" KL(teacher‖student) as the paper, or "reverse"
+top_k = 0.0                        # > 0: keep only the teacher's top-k (a count, or a fraction of the vocab if < 1)
+label_smoothing = 0.0              # the no-teacher control for "is a weak teacher only a smoother target?"
+loss_impl = "fused"                # "fused" (fused_kd.py) or "reference" (distill_loss.py, full logits)
+# optimizer (the paper's AdamW and schedule)
+learning_rate = 3e-4
+min_lr_ratio = 0.1                 # cosine decays to this fraction of the peak
+warmup_frac = 0.05
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0
+# system
+device = "auto"                    # "auto", "cpu", "cuda"
+dtype = "auto"                     # "auto" = bfloat16 autocast on GPUs that have it, else float32
+compile = False
+seed = 43                          # the paper: teacher 42, student 43
+# -----------------------------------------------------------------------------
+try:
+    apply_overrides(globals(), sys.argv[1:])
+    check_kd_args(alpha, temperature)
+    if alpha_end >= 0:
+        check_kd_args(alpha_end, temperature)
+    if loss_impl not in ("fused", "reference"):
+        raise ConfigError(f"loss_impl must be 'fused' or 'reference', got {loss_impl!r}")
+    if alpha > 0 and not teacher_ckpt and not dry_run:
+        raise ConfigError(f"alpha={alpha} weights a KD term but no teacher_ckpt is set")
+except (ConfigError, ValueError, OSError) as e:
+    sys.exit(f"train.py: config error: {e}")
+config = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str, dict))}
+
+# ---- processes and devices ---------------------------------------------------
+ddp = int(os.environ.get("RANK", -1)) != -1
+if device == "auto":
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+if ddp:
+    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    rank, world_size, local_rank = dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"])
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+else:
+    rank, world_size = 0, 1
+master = rank == 0
+device_type = "cuda" if device.startswith("cuda") else "cpu"
+if dtype == "auto":
+    dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=getattr(torch, dtype))
+torch.backends.cuda.matmul.allow_tf32 = True
+torch.backends.cudnn.allow_tf32 = True
+
+
+def log(msg):
+    if master:
+        print(msg, flush=True)
+
+
+def fail(msg):
+    """A clear error on every rank, then exit without a traceback wall."""
+    print(f"train.py: error: {msg}", file=sys.stderr, flush=True)
+    if ddp:
+        dist.destroy_process_group()
+    sys.exit(1)
+
+
+per_step = batch_size * block_size * world_size
+if batch_tokens % per_step:
+    fail(f"batch_tokens={batch_tokens} is not a multiple of batch_size·block_size·processes = {per_step}")
+grad_accum_steps = batch_tokens // per_step
+total_iters = max_iters if max_iters > 0 else train_tokens // batch_tokens
+warmup_iters = int(warmup_frac * total_iters)
+
+# ---- data, models ------------------------------------------------------------
+KNOWN_VOCAB = {"bytes": 257, "gpt2": 50257, "llama3": 128256}  # for dry runs on machines without the data
+train_glob = os.path.join(data_dir, "train*.bin")
+
+
+def padded(n):
+    from data.tokenizer import padded_vocab_size
+    return padded_vocab_size(n)
+
+
+if dry_run:
+    n_vocab = KNOWN_VOCAB[tokenizer]
+else:
+    from data.loader import TokenLoader
+    from data.tokenfile import TokenFileError, read_header
+    train_files = sorted(glob.glob(train_glob))
+    if not train_files:
+        fail(f"no training data matches {train_glob}; prepare it first (python data/prepare_embedded.py, see README)")
+    try:
+        n_vocab = read_header(train_files[0])["vocab_size"]
+        train_loader = TokenLoader(train_files, batch_size, block_size, rank=rank, world_size=world_size, seed=seed,
+                                   tokenizer=tokenizer, vocab_size=n_vocab)
+    except (TokenFileError, ValueError) as e:
+        fail(f"training data: {e}")
+
+model_cfg = config_from_preset(model, padded(n_vocab), block_size, **model_args)
+teacher = None
+if teacher_ckpt or (dry_run and teacher_model):
+    if dry_run and not os.path.exists(teacher_ckpt):
+        with torch.device("meta"):
+            teacher = GPT(config_from_preset(teacher_model, padded(n_vocab), block_size))
+    else:
+        try:
+            tck = load_checkpoint(teacher_ckpt)
+        except CheckpointError as e:
+            fail(f"teacher: {e}")
+        if tck["tokenizer"] != tokenizer or tck["n_vocab"] != n_vocab:
+            fail(f"teacher {teacher_ckpt} uses tokenizer {tck['tokenizer']!r} ({tck['n_vocab']} tokens) "
+                 f"but the student uses {tokenizer!r} ({n_vocab} tokens); KD needs the same vocabulary")
+        if teacher_model:
+            want = asdict(config_from_preset(teacher_model, tck["model_config"]["vocab_size"], tck["model_config"]["block_size"]))
+            if want != tck["model_config"]:
+                fail(f"teacher checkpoint {teacher_ckpt} does not hold a {teacher_model!r} model: {tck['model_config']}")
+        teacher = model_from_checkpoint(tck, device)
+        teacher.eval().requires_grad_(False)
+        if dtype == "bfloat16":
+            teacher.to(torch.bfloat16)  # frozen: no master weights needed, half the memory
+        del tck
+
+if dry_run:
+    from plan import print_plan
+    with torch.device("meta"):
+        student = GPT(model_cfg)
+    print_plan(student, teacher, config, world_size=int(os.environ.get("WORLD_SIZE", 8)), n_vocab=n_vocab)
+    sys.exit(0)
+
+torch.manual_seed(seed)  # here, after the teacher is built, so the student's init doesn't depend on having one
+raw_model = GPT(model_cfg).to(device)
+optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+step, tokens_seen = 0, 0
+ckpt_path = os.path.join(out_dir, "ckpt.pt")
+if resume and os.path.exists(ckpt_path):
+    ck = load_checkpoint(ckpt_path, map_location=device)
+    if ck["model_config"] != asdict(model_cfg):
+        fail(f"{ckpt_path} holds a different model than this config asks for:\n  {ck['model_config']}\n  {asdict(model_cfg)}")
+    raw_model.load_state_dict(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    train_loader.load_state_dict(ck["data_state"])
+    step, tokens_seen = ck["step"], ck["tokens_seen"]
+    torch.set_rng_state(ck["rng"]["torch"])
+    np.random.set_state(ck["rng"]["numpy"])
+    if device_type == "cuda" and ck["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(ck["rng"]["cuda"])
+    log(f"resumed {ckpt_path} at step {step} ({tokens_seen:,} tokens)")
+    del ck
+elif resume:
+    log(f"--resume: no checkpoint at {ckpt_path} yet, starting fresh")
+
+model = torch.compile(raw_model) if compile else raw_model
+if compile and teacher is not None:
+    teacher = torch.compile(teacher)
+if ddp:
+    model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
+
+# The fused loss covers forward KL with T > 0; the other ablations need full logits.
+use_fused = loss_impl == "fused"
+unfused = [why for cond, why in [(kd_loss != "forward", f"kd_loss={kd_loss}"), (temperature == 0, "temperature=0"),
+                                 (top_k > 0, f"top_k={top_k}"), (label_smoothing > 0, f"label_smoothing={label_smoothing}")] if cond]
+if use_fused and unfused and teacher is not None or use_fused and label_smoothing > 0:
+    log(f"note: {', '.join(unfused)} is not in the fused kernel; using the reference loss (distill_loss.py)")
+    use_fused = False
+if use_fused:
+    from fused_kd import fused_linear_kd_ce
+top_k_count = (int(top_k * n_vocab) if top_k < 1 else int(top_k)) if top_k > 0 else None
+
+
+def alpha_at(it):
+    return alpha if alpha_end < 0 else alpha + (alpha_end - alpha) * it / max(1, total_iters)
+
+
+def lr_at(it):
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    progress = (it - warmup_iters) / max(1, total_iters - warmup_iters)
+    return learning_rate * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def kd_loss_fn(x, y, a):
+    """Forward both models on a micro-batch; return (loss, ce, kd) for the student."""
+    with autocast:
+        h = model(x)
+        if teacher is not None:
+            with torch.no_grad():
+                h_t = teacher(x)
+    w_s = raw_model.lm_head.weight
+    w_t = teacher.lm_head.weight if teacher is not None else None
+    if use_fused:
+        h_t = h_t.flatten(0, 1) if teacher is not None else None
+        return fused_linear_kd_ce(h.flatten(0, 1), w_s, y.flatten(), h_t, w_t, alpha=a, temperature=temperature,
+                                  vocab_size=n_vocab)
+    with autocast:
+        logits = raw_model.lm_head(h)
+        t_logits = teacher.lm_head(h_t) if teacher is not None else None
+    return distill_loss(logits, y, t_logits, alpha=a, temperature=temperature, vocab_size=n_vocab,
+                        kl=kd_loss, top_k=top_k_count, label_smoothing=label_smoothing)
+
+
+def run_eval():
+    from eval import evaluate_loss, loss_splits
+    results = {}
+    for name, path in loss_splits(data_dir).items():
+        results[name] = evaluate_loss(raw_model, path, batch_size=batch_size, block_size=block_size, n_vocab=n_vocab,
+                                      tokenizer=tokenizer, max_batches=eval_iters, device=device, autocast=autocast,
+                                      rank=rank, world_size=world_size)["loss"]
+    return results
+
+
+def git_commit():
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+def save(tag=""):
+    if not master:
+        return
+    save_checkpoint(ckpt_path, {
+        "model": raw_model.state_dict(), "model_config": asdict(model_cfg), "tokenizer": tokenizer, "n_vocab": n_vocab,
+        "config": config, "step": step, "tokens_seen": tokens_seen, "optimizer": optimizer.state_dict(),
+        "data_state": train_loader.state_dict(), "git_commit": commit,
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None}})
+    log(f"saved {ckpt_path} at step {step}{tag}")
+
+
+# A scheduler's SIGTERM (preemption) or Ctrl-C: finish the step, checkpoint, exit.
+stop_requested = False
+
+
+def request_stop(signum, frame):
+    global stop_requested
+    stop_requested = True
+
+
+signal.signal(signal.SIGTERM, request_stop)
+
+# ---- the run directory records what produced it --------------------------------
+commit = git_commit()
+wandb_run = None
+if master:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump({"config": config, "model_config": asdict(model_cfg), "git_commit": commit, "argv": sys.argv,
+                   "world_size": world_size, "grad_accum_steps": grad_accum_steps}, f, indent=2)
+    if wandb_log:
+        try:
+            import wandb
+            wandb_run = wandb.init(project=wandb_project, name=wandb_run_name or os.path.basename(out_dir), config=config)
+        except Exception as e:  # offline clusters, no account, no package: never worth losing a run over
+            log(f"wandb disabled: {e}")
+log_file = open(os.path.join(out_dir, "log.jsonl"), "a") if master else None
+
+
+def record(entry):
+    if master:
+        log_file.write(json.dumps(entry) + "\n")
+        log_file.flush()
+        if wandb_run is not None:
+            try:
+                wandb_run.log(entry, step=entry["step"])
+            except Exception:
+                pass
+
+
+n_student = raw_model.num_params()
+log(f"student {model} {n_student / 1e6:.2f}M params"
+    + (f", teacher {teacher.num_params() / 1e6:.2f}M params (α={alpha}, T={temperature})" if teacher is not None else ", no teacher")
+    + f" | {world_size} process(es) × {grad_accum_steps} accumulation × {batch_size}×{block_size} = {batch_tokens:,} tokens/step"
+    + f" | {total_iters} steps, {'fused' if use_fused else 'reference'} loss, {dtype}")
+
+# ---- training loop -------------------------------------------------------------
+flops_per_step = batch_tokens * (raw_model.flops_per_token(block_size) +
+                                 (teacher.flops_per_token(block_size, backward=False) if teacher is not None else 0))
+from plan import peak_flops
+peak = peak_flops(device) * world_size
+t_start, t_last, tokens_at_start = time.time(), time.time(), tokens_seen
+loss_f = None
+while step < total_iters:
+    if step % eval_interval == 0 and step > 0:
+        ev = run_eval()
+        log(f"step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in ev.items()))
+        record({"step": step, "eval": ev})
+        save()
+
+    lr, a = lr_at(step), alpha_at(step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    sums = torch.zeros(3, device=device)  # loss, ce, kd averaged over micro-steps
+    for micro in range(grad_accum_steps):
+        x, y = train_loader.next_batch()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if ddp:
+            model.require_backward_grad_sync = micro == grad_accum_steps - 1  # all-reduce once per step
+        loss, ce, kd = kd_loss_fn(x, y, a)
+        (loss / grad_accum_steps).backward()
+        sums += torch.stack([loss.detach(), ce, kd]).float() / grad_accum_steps
+    if ddp:
+        dist.all_reduce(sums, op=dist.ReduceOp.AVG)
+    loss_f, ce_f, kd_f = sums.tolist()
+    if not math.isfinite(loss_f):
+        # the checkpoint on disk is from the last eval of a finite run; leave it alone
+        fail(f"loss is {loss_f} at step {step} (ce {ce_f}, kd {kd_f}); stopping. "
+             f"The last good checkpoint is {ckpt_path} if one was saved.")
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip).item()
+    if not math.isfinite(grad_norm):
+        fail(f"gradient norm is {grad_norm} at step {step} (loss {loss_f}); stopping before it reaches the weights. "
+             f"The last good checkpoint is {ckpt_path} if one was saved.")
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    step += 1
+    tokens_seen += batch_tokens
+    record({"step": step, "loss": loss_f, "ce": ce_f, "kd": kd_f, "lr": lr, "alpha": a, "grad_norm": grad_norm})
+
+    if step % log_interval == 0 or step == total_iters:
+        now = time.time()
+        tok_s = (tokens_seen - tokens_at_start) / (now - t_start)
+        eta = (total_iters - step) * batch_tokens / max(tok_s, 1e-9)
+        mfu = f" | MFU {100 * flops_per_step * log_interval / (now - t_last) / peak:.1f}%" if peak else ""
+        log(f"step {step}/{total_iters} | loss {loss_f:.4f} ce {ce_f:.4f} kd {kd_f:.4f} | lr {lr:.2e} α {a:.2f} | "
+            f"{tok_s:,.0f} tok/s{mfu} | ETA {eta / 60:.1f} min")
+        t_last = now
+    if stop_requested:
+        save(" (stop requested)")
+        log(f"stopped by signal at step {step}; continue with --resume=True")
+        if ddp:
+            dist.destroy_process_group()
+        sys.exit(143)
+
+final = run_eval()
+log("final: " + " | ".join(f"{k} {v:.4f}" for k, v in final.items()))
+record({"step": step, "eval": final})
+save()
+if master:
+    with open(os.path.join(out_dir, "final.json"), "w") as f:
+        json.dump({"step": step, "tokens_seen": tokens_seen, "eval": final, "train_loss": loss_f,
+                   "minutes": (time.time() - t_start) / 60}, f, indent=2)
+if ddp:
+    dist.destroy_process_group()
