@@ -1,0 +1,143 @@
+"""
+Batches from token files.
+
+TokenLoader (training): the corpus -- one or more memory-mapped shards -- is cut
+into non-overlapping windows of block_size+1 tokens (x = window[:-1], y = window[1:]);
+windows never cross a shard boundary. Each epoch visits the windows in a random
+permutation seeded by seed + epoch.
+
+Distributed, the *global* batch g covers permutation entries
+[g·B·W, (g+1)·B·W) and rank r takes the slice [r·B, (r+1)·B) of it. So W ranks
+with batch B see exactly the samples one process with batch B·W sees, split
+across them, and the loader's position is the same on every rank: one rank's
+state_dict() resumes them all, even with a different world size.
+
+An epoch ends when fewer than B·W unseen windows remain (the rest are skipped
+that epoch, a different rest each epoch), so every rank takes the same number
+of steps.
+
+eval_batches (evaluation): sequential non-overlapping windows from the start of
+a file, no shuffling; batch i goes to rank i % world_size; the last batch may be
+smaller.
+"""
+
+import glob
+import os
+
+import numpy as np
+import torch
+
+from data.tokenfile import load_tokens, read_header
+
+
+def _expand(paths):
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [os.fspath(paths)]
+    out = []
+    for p in paths:
+        if glob.has_magic(p):
+            hits = sorted(glob.glob(p))
+            if not hits:
+                raise FileNotFoundError(f"no token files match {p}")
+            out.extend(hits)
+        else:
+            out.append(p)
+    if not out:
+        raise ValueError("TokenLoader needs at least one token file")
+    return out
+
+
+def _open_shards(paths, tokenizer, vocab_size):
+    """Memory-map every shard, checking they all carry the same tokenizer (the run's, if given)."""
+    if tokenizer is None or vocab_size is None:
+        # take what was not given from the first shard, so all shards must agree with it
+        h = read_header(paths[0])
+        tokenizer = h["tokenizer"] if tokenizer is None else tokenizer
+        vocab_size = h["vocab_size"] if vocab_size is None else vocab_size
+    return [load_tokens(p, tokenizer, vocab_size) for p in paths], tokenizer, int(vocab_size)
+
+
+class TokenLoader:
+
+    def __init__(self, paths, batch_size, block_size, rank=0, world_size=1, seed=0,
+                 tokenizer=None, vocab_size=None):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        self.paths = _expand(paths)
+        self.shards, self.tokenizer, self.vocab_size = _open_shards(self.paths, tokenizer, vocab_size)
+        self.B, self.T = int(batch_size), int(block_size)
+        self.rank, self.world_size, self.seed = rank, world_size, int(seed)
+        # windows per shard, and where each shard's windows start in the global numbering
+        counts = np.array([len(s) // (self.T + 1) for s in self.shards], dtype=np.int64)
+        self.window_starts = np.concatenate([[0], np.cumsum(counts)])
+        self.n_windows = int(self.window_starts[-1])
+        self.n_tokens = sum(len(s) for s in self.shards)
+        global_batch = self.B * self.world_size
+        if self.n_windows < global_batch:
+            raise ValueError(f"corpus too small: {self.n_tokens} tokens in {len(self.paths)} file(s) "
+                             f"({self.paths[0]}{', ...' if len(self.paths) > 1 else ''}) make "
+                             f"{self.n_windows} windows of block_size+1={self.T + 1} tokens, but one step needs "
+                             f"batch_size*world_size = {global_batch}")
+        self.batches_per_epoch = self.n_windows // global_batch
+        # training tokens (x positions, all ranks) one epoch delivers
+        self.tokens_per_epoch = self.batches_per_epoch * global_batch * self.T
+        self.epoch, self.position = 0, 0  # position: windows of this epoch's permutation consumed
+        self._perm, self._perm_epoch = None, None
+
+    def _permutation(self):
+        if self._perm_epoch != self.epoch:
+            # int32 where it fits halves the memory of a billion-token corpus' permutation;
+            # shuffling in place gives the same order whatever the integer width
+            dtype = np.int32 if self.n_windows < 2**31 else np.int64
+            perm = np.arange(self.n_windows, dtype=dtype)
+            np.random.default_rng(self.seed + self.epoch).shuffle(perm)
+            self._perm, self._perm_epoch = perm, self.epoch
+        return self._perm
+
+    def _window(self, w):
+        s = int(np.searchsorted(self.window_starts, w, side="right")) - 1
+        start = (w - int(self.window_starts[s])) * (self.T + 1)
+        return self.shards[s][start:start + self.T + 1]
+
+    def next_batch(self):
+        global_batch = self.B * self.world_size
+        if self.position + global_batch > self.n_windows:
+            self.epoch, self.position = self.epoch + 1, 0
+        lo = self.position + self.rank * self.B
+        idx = self._permutation()[lo:lo + self.B]
+        self.position += global_batch
+        buf = np.stack([self._window(int(w)) for w in idx]).astype(np.int64)
+        buf = torch.from_numpy(buf)
+        return buf[:, :-1].contiguous(), buf[:, 1:].contiguous()
+
+    def state_dict(self):
+        # identical on every rank; n_windows and block_size are there to catch resuming on other data
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
+                "n_windows": self.n_windows, "block_size": self.T}
+
+    def load_state_dict(self, state):
+        for key, mine in (("n_windows", self.n_windows), ("block_size", self.T), ("seed", self.seed)):
+            if int(state[key]) != mine:
+                raise ValueError(f"loader state does not fit this run: saved {key}={state[key]}, now {mine} "
+                                 f"(files {self.paths[0]}{', ...' if len(self.paths) > 1 else ''})")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+def eval_batches(path, batch_size, block_size, max_batches=None, rank=0, world_size=1,
+                 tokenizer=None, vocab_size=None):
+    """Yield (x, y) LongTensor batches over a file's sequential windows; this rank's share."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+    tokens = load_tokens(path, tokenizer, vocab_size)
+    T = block_size
+    n_windows = len(tokens) // (T + 1)
+    if n_windows == 0:
+        raise ValueError(f"{path}: {len(tokens)} tokens is less than one window of block_size+1={T + 1}")
+    n_batches = (n_windows + batch_size - 1) // batch_size
+    if max_batches is not None:
+        n_batches = min(n_batches, max_batches)
+    for i in range(rank, n_batches, world_size):
+        w0, w1 = i * batch_size, min((i + 1) * batch_size, n_windows)
+        buf = np.asarray(tokens[w0 * (T + 1):w1 * (T + 1)], dtype=np.int64).reshape(w1 - w0, T + 1)
+        buf = torch.from_numpy(buf)
+        yield buf[:, :-1].contiguous(), buf[:, 1:].contiguous()
