@@ -25,12 +25,14 @@ from dataclasses import asdict
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.distributed.tensor import DTensor
 
 from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from configurator import ConfigError, apply_overrides
 from distill_loss import check_kd_args, distill_loss
 from model import GPT, config_from_preset
+from parallel import (apply_fsdp, find_sharded, full_model_state_dict, load_sharded, save_sharded, set_grad_sync,
+                      to_number, wrap_ddp)
 
 # -----------------------------------------------------------------------------
 # defaults
@@ -76,7 +78,10 @@ grad_clip = 1.0
 # system
 device = "auto"                    # "auto", "cpu", "cuda"
 dtype = "auto"                     # "auto" = bfloat16 autocast on GPUs that have it, else float32
-compile = False
+compile = False                    # torch.compile student and teacher (the fused loss stays eager)
+parallel = "ddp"                   # "ddp", or "fsdp" to shard the student (parallel.py; README says when)
+fsdp_teacher = False               # with parallel="fsdp", shard the teacher too
+activation_checkpointing = False   # recompute each block in backward: less memory, ~30% more compute
 seed = 43                          # the paper: teacher 42, student 43
 # -----------------------------------------------------------------------------
 try:
@@ -86,6 +91,8 @@ try:
         check_kd_args(alpha_end, temperature)
     if loss_impl not in ("fused", "reference"):
         raise ConfigError(f"loss_impl must be 'fused' or 'reference', got {loss_impl!r}")
+    if parallel not in ("ddp", "fsdp"):
+        raise ConfigError(f"parallel must be 'ddp' or 'fsdp', got {parallel!r}")
     if alpha > 0 and not teacher_ckpt and not dry_run:
         raise ConfigError(f"alpha={alpha} weights a KD term but no teacher_ckpt is set")
 except (ConfigError, ValueError, OSError) as e:
@@ -105,6 +112,9 @@ if ddp:
 else:
     rank, world_size = 0, 1
 master = rank == 0
+fsdp = parallel == "fsdp"
+if fsdp and not ddp and not dry_run:
+    sys.exit("train.py: config error: parallel='fsdp' shards over processes; launch with torchrun")
 device_type = "cuda" if device.startswith("cuda") else "cpu"
 if dtype == "auto":
     dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
@@ -191,15 +201,27 @@ if dry_run:
 
 torch.manual_seed(seed)  # here, after the teacher is built, so the student's init doesn't depend on having one
 raw_model = GPT(model_cfg).to(device)
+raw_model.activation_checkpointing = activation_checkpointing
+half = getattr(torch, dtype) if dtype != "float32" else None
+if fsdp:
+    apply_fsdp(raw_model, param_dtype=half)  # before the optimizer, so it holds the shards
+    if teacher is not None and fsdp_teacher:
+        apply_fsdp(teacher, param_dtype=half)
 optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 step, tokens_seen = 0, 0
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
-if resume and os.path.exists(ckpt_path):
-    ck = load_checkpoint(ckpt_path, map_location=device)
-    if ck["model_config"] != asdict(model_cfg):
-        fail(f"{ckpt_path} holds a different model than this config asks for:\n  {ck['model_config']}\n  {asdict(model_cfg)}")
-    raw_model.load_state_dict(ck["model"])
-    optimizer.load_state_dict(ck["optimizer"])
+sharded_dir = os.path.join(out_dir, "ckpt_sharded")  # FSDP's resumable checkpoint; ckpt.pt is then model-only
+if resume and (find_sharded(sharded_dir) if fsdp else os.path.exists(ckpt_path)):
+    if fsdp:
+        ck = load_sharded(sharded_dir, raw_model, optimizer)
+    else:
+        ck = load_checkpoint(ckpt_path, map_location=device)
+        if ck["model_config"] != asdict(model_cfg):
+            fail(f"{ckpt_path} holds a different model than this config asks for:\n  {ck['model_config']}\n  {asdict(model_cfg)}")
+        if ck["optimizer"] is None:
+            fail(f"{ckpt_path} has no optimizer state (a gathered FSDP checkpoint?); resume FSDP runs with parallel='fsdp'")
+        raw_model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
     train_loader.load_state_dict(ck["data_state"])
     step, tokens_seen = ck["step"], ck["tokens_seen"]
     torch.set_rng_state(ck["rng"]["torch"])
@@ -211,11 +233,11 @@ if resume and os.path.exists(ckpt_path):
 elif resume:
     log(f"--resume: no checkpoint at {ckpt_path} yet, starting fresh")
 
-model = torch.compile(raw_model) if compile else raw_model
-if compile and teacher is not None:
-    teacher = torch.compile(teacher)
-if ddp:
-    model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
+# `student` is what the loop calls: raw_model, maybe compiled, maybe DDP-wrapped (FSDP shards raw_model in place)
+student = torch.compile(raw_model) if compile else raw_model
+teacher_fwd = torch.compile(teacher) if compile and teacher is not None else teacher
+if ddp and not fsdp:
+    student = wrap_ddp(student, device_type, local_rank)
 
 # The fused loss covers forward KL with T > 0; the other ablations need full logits.
 use_fused = loss_impl == "fused"
@@ -243,12 +265,14 @@ def lr_at(it):
 def kd_loss_fn(x, y, a):
     """Forward both models on a micro-batch; return (loss, ce, kd) for the student."""
     with autocast:
-        h = model(x)
+        h = student(x)
         if teacher is not None:
             with torch.no_grad():
-                h_t = teacher(x)
-    w_s = raw_model.lm_head.weight
-    w_t = teacher.lm_head.weight if teacher is not None else None
+                h_t = teacher_fwd(x)
+    # Under FSDP a weight may still be a shard (DTensor): gather it, differentiably, so its gradient is
+    # reduce-scattered back. After a forward FSDP2 usually leaves the root gathered, making this a no-op.
+    w_s = gathered(raw_model.lm_head.weight)
+    w_t = gathered(teacher.lm_head.weight) if teacher is not None else None
     if use_fused:
         h_t = h_t.flatten(0, 1) if teacher is not None else None
         return fused_linear_kd_ce(h.flatten(0, 1), w_s, y.flatten(), h_t, w_t, alpha=a, temperature=temperature,
@@ -260,13 +284,18 @@ def kd_loss_fn(x, y, a):
                         kl=kd_loss, top_k=top_k_count, label_smoothing=label_smoothing)
 
 
+def gathered(w):
+    return w.full_tensor() if isinstance(w, DTensor) else w
+
+
 def run_eval():
     from eval import evaluate_loss, loss_splits
     results = {}
     for name, path in loss_splits(data_dir).items():
         results[name] = evaluate_loss(raw_model, path, batch_size=batch_size, block_size=block_size, n_vocab=n_vocab,
                                       tokenizer=tokenizer, max_batches=eval_iters, device=device, autocast=autocast,
-                                      rank=rank, world_size=world_size)["loss"]
+                                      # FSDP needs every rank in every forward: each evaluates all batches
+                                      rank=0 if fsdp else rank, world_size=1 if fsdp else world_size)["loss"]
     return results
 
 
@@ -279,15 +308,18 @@ def git_commit():
 
 
 def save(tag=""):
-    if not master:
-        return
-    save_checkpoint(ckpt_path, {
-        "model": raw_model.state_dict(), "model_config": asdict(model_cfg), "tokenizer": tokenizer, "n_vocab": n_vocab,
-        "config": config, "step": step, "tokens_seen": tokens_seen, "optimizer": optimizer.state_dict(),
-        "data_state": train_loader.state_dict(), "git_commit": commit,
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None}})
-    log(f"saved {ckpt_path} at step {step}{tag}")
+    meta = {"model_config": asdict(model_cfg), "tokenizer": tokenizer, "n_vocab": n_vocab, "config": config,
+            "step": step, "tokens_seen": tokens_seen, "data_state": train_loader.state_dict(), "git_commit": commit,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None}}
+    if fsdp:  # shards to resume from, and the gathered weights as the usual single file for eval/export/teachers
+        save_sharded(sharded_dir, raw_model, optimizer, meta)
+        full = full_model_state_dict(raw_model)
+        if master:
+            save_checkpoint(ckpt_path, {**meta, "model": full, "optimizer": None})
+    elif master:
+        save_checkpoint(ckpt_path, {**meta, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict()})
+    log(f"saved {sharded_dir if fsdp else ckpt_path} at step {step}{tag}")
 
 
 # A scheduler's SIGTERM (preemption) or Ctrl-C: finish the step, checkpoint, exit.
@@ -340,8 +372,8 @@ flops_per_step = batch_tokens * (raw_model.flops_per_token(block_size) +
                                  (teacher.flops_per_token(block_size, backward=False) if teacher is not None else 0))
 from plan import peak_flops
 peak = peak_flops(device) * world_size
-t_start, t_last, tokens_at_start = time.time(), time.time(), tokens_seen
-loss_f = None
+t_start, t_last, step_last, tokens_at_start = time.time(), time.time(), step, tokens_seen
+t_run, first_step, loss_f = time.time(), step, None
 while step < total_iters:
     if step % eval_interval == 0 and step > 0:
         ev = run_eval()
@@ -352,23 +384,23 @@ while step < total_iters:
     lr, a = lr_at(step), alpha_at(step)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    sums = torch.zeros(3, device=device)  # loss, ce, kd averaged over micro-steps
+    sums = torch.zeros(4, device=device)  # loss, ce, kd averaged over micro-steps; a stop flag
     for micro in range(grad_accum_steps):
         x, y = train_loader.next_batch()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if ddp:
-            model.require_backward_grad_sync = micro == grad_accum_steps - 1  # all-reduce once per step
+        set_grad_sync(student, micro == grad_accum_steps - 1)  # communicate once per step, not per micro-step
         loss, ce, kd = kd_loss_fn(x, y, a)
         (loss / grad_accum_steps).backward()
-        sums += torch.stack([loss.detach(), ce, kd]).float() / grad_accum_steps
+        sums[:3] += torch.stack([loss.detach(), ce, kd]).float() / grad_accum_steps
+    sums[3] = float(stop_requested)
     if ddp:
-        dist.all_reduce(sums, op=dist.ReduceOp.AVG)
-    loss_f, ce_f, kd_f = sums.tolist()
+        dist.all_reduce(sums, op=dist.ReduceOp.AVG)  # the flag rides along: all ranks stop at the same step
+    loss_f, ce_f, kd_f, stop_flag = sums.tolist()
     if not math.isfinite(loss_f):
         # the checkpoint on disk is from the last eval of a finite run; leave it alone
         fail(f"loss is {loss_f} at step {step} (ce {ce_f}, kd {kd_f}); stopping. "
              f"The last good checkpoint is {ckpt_path} if one was saved.")
-    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip).item()
+    grad_norm = to_number(torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip))
     if not math.isfinite(grad_norm):
         fail(f"gradient norm is {grad_norm} at step {step} (loss {loss_f}); stopping before it reaches the weights. "
              f"The last good checkpoint is {ckpt_path} if one was saved.")
@@ -378,15 +410,17 @@ while step < total_iters:
     tokens_seen += batch_tokens
     record({"step": step, "loss": loss_f, "ce": ce_f, "kd": kd_f, "lr": lr, "alpha": a, "grad_norm": grad_norm})
 
-    if step % log_interval == 0 or step == total_iters:
+    if step == first_step + 1:  # throughput leaves out the first step: compilation, allocator warm-up
+        t_start, t_last, step_last, tokens_at_start = time.time(), time.time(), step, tokens_seen
+    elif step % log_interval == 0 or step == total_iters:
         now = time.time()
         tok_s = (tokens_seen - tokens_at_start) / (now - t_start)
         eta = (total_iters - step) * batch_tokens / max(tok_s, 1e-9)
-        mfu = f" | MFU {100 * flops_per_step * log_interval / (now - t_last) / peak:.1f}%" if peak else ""
+        mfu = f" | MFU {100 * flops_per_step * (step - step_last) / (now - t_last) / peak:.1f}%" if peak else ""
         log(f"step {step}/{total_iters} | loss {loss_f:.4f} ce {ce_f:.4f} kd {kd_f:.4f} | lr {lr:.2e} α {a:.2f} | "
             f"{tok_s:,.0f} tok/s{mfu} | ETA {eta / 60:.1f} min")
-        t_last = now
-    if stop_requested:
+        t_last, step_last = now, step
+    if stop_flag > 0:
         save(" (stop requested)")
         log(f"stopped by signal at step {step}; continue with --resume=True")
         if ddp:
@@ -400,6 +434,6 @@ save()
 if master:
     with open(os.path.join(out_dir, "final.json"), "w") as f:
         json.dump({"step": step, "tokens_seen": tokens_seen, "eval": final, "train_loss": loss_f,
-                   "minutes": (time.time() - t_start) / 60}, f, indent=2)
+                   "minutes": (time.time() - t_run) / 60}, f, indent=2)
 if ddp:
     dist.destroy_process_group()

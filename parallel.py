@@ -1,0 +1,119 @@
+"""
+Data parallelism, applied to a plain GPT from outside it (model.py knows nothing of it):
+
+- DDP: every process holds the whole student, its grads and AdamW state. Simple and fastest
+  while it fits (16 bytes per student parameter plus activations; README has the arithmetic).
+- FSDP2 (`fully_shard`): parameters, grads and optimizer state sharded over processes, one
+  unit per transformer block plus the root (embeddings, final norm, lm_head). For students
+  (and optionally teachers) that outgrow DDP.
+
+FSDP needs sharded checkpoints (each process writes its shard, torch.distributed.checkpoint);
+they are written to a temp directory and swapped in, like the single-file ones, and can be
+gathered into the usual single-file checkpoint:
+
+    python parallel.py gather out/run/ckpt_sharded out/run/ckpt.pt
+
+A note on the fused loss: it reads `model.lm_head.weight` after the forward. FSDP2 does not
+reshard the root unit after its forward, so that attribute is then the gathered weight, and its
+gradient is reduce-scattered with the rest after backward (tests/test_parallel.py checks FSDP
+against DDP through exactly this path).
+"""
+
+import os
+import shutil
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
+                                                     set_state_dict)
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+def wrap_ddp(model, device_type, local_rank):
+    return DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
+
+
+def apply_fsdp(model, param_dtype=None):
+    """Shard a GPT in place: each block is a unit (gathered just for its forward/backward), the root holds the rest."""
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if param_dtype else MixedPrecisionPolicy()
+    for block in model.layers:
+        fully_shard(block, mp_policy=mp)
+    fully_shard(model, mp_policy=mp)
+    return model
+
+
+def set_grad_sync(model, sync):
+    """Gradient accumulation: communicate only on the last micro-step."""
+    if isinstance(model, DDP):
+        model.require_backward_grad_sync = sync
+    elif hasattr(model, "set_requires_gradient_sync"):  # an FSDP2 module
+        model.set_requires_gradient_sync(sync)
+
+
+def to_number(x):
+    """A scalar from clip_grad_norm_, which returns a DTensor when the parameters are sharded."""
+    return (x.full_tensor() if isinstance(x, DTensor) else x).item()
+
+
+def save_sharded(directory, model, optimizer, meta):
+    """Every rank writes its shard; `meta` (step, data position, RNG, config) goes in rank 0's meta.pt."""
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    tmp = directory + ".tmp"
+    if dist.get_rank() == 0 and os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    dist.barrier()
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
+    if dist.get_rank() == 0:
+        torch.save(meta, os.path.join(tmp, "meta.pt"))
+        old = directory + ".old"
+        if os.path.exists(directory):
+            os.replace(directory, old)       # a crash from here on leaves .old, which load_sharded falls back to
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+
+
+def find_sharded(directory):
+    for d in (directory, directory + ".old"):
+        if os.path.exists(os.path.join(d, "meta.pt")):
+            return d
+    return None
+
+
+def load_sharded(directory, model, optimizer):
+    """Load shards into an already-sharded model and optimizer; returns the meta dict."""
+    directory = find_sharded(directory)
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = {"model": model_sd, "optim": optim_sd}
+    dcp.load(state, checkpoint_id=directory)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    return torch.load(os.path.join(directory, "meta.pt"), weights_only=False)
+
+
+def full_model_state_dict(model):
+    """The whole (unsharded) state dict on CPU, on rank 0 only; a collective, so call it on every rank."""
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def gather(directory, out_path):
+    """Turn a sharded checkpoint into the single-file format eval.py, export.py and teachers read (no process group needed)."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+    from checkpoint import save_checkpoint
+    directory = find_sharded(directory) or sys.exit(f"no sharded checkpoint (meta.pt) in {directory}")
+    tmp = out_path + ".gather.tmp"
+    dcp_to_torch_save(directory, tmp)
+    state = torch.load(tmp, weights_only=False)
+    os.remove(tmp)
+    meta = torch.load(os.path.join(directory, "meta.pt"), weights_only=False)
+    save_checkpoint(out_path, {**meta, "model": state["model"], "optimizer": None})
+    print(f"gathered {directory} -> {out_path} (step {meta['step']})")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] != "gather":
+        sys.exit("usage: python parallel.py gather SHARDED_DIR OUT_CKPT")
+    gather(sys.argv[2], sys.argv[3])
