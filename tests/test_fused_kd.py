@@ -1,24 +1,38 @@
 """
 fused_kd.fused_linear_kd_ce against the reference distill_loss on full logits with autograd.
 
-Both implementations are checked: "torch" directly, "triton" in Triton's CPU interpreter
-(TRITON_INTERPRET=1, set below; exact but slow, hence the small shapes). Errors are
-norm-based: rel(a, b) = ‖a − b‖₂ / ‖b‖₂ over all entries, in float64.
+Both implementations are checked: "torch" on CPU, "triton" on CUDA when there is a GPU, else in
+Triton's CPU interpreter (TRITON_INTERPRET=1, set below before triton is imported; exact but slow,
+hence the small shapes). Errors are norm-based: rel(a, b) = ‖a − b‖₂ / ‖b‖₂ over all entries, in
+float64. On a GPU machine this file is also the GPU test (bench/gpu_check.sh runs it).
 """
 
 import os
-
-os.environ["TRITON_INTERPRET"] = "1"   # before triton is imported or any kernel is jitted
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-import fused_kd
-from distill_loss import distill_loss
-from fused_kd import fused_linear_kd_ce
+CUDA = torch.cuda.is_available()
+# The interpreter must be chosen before triton is imported (its standard library is jitted at import).
+# If another module imported triton first, the triton tests rerun in a fresh process (last test below).
+TRITON_PREIMPORTED = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET", "0") != "1"
+if not CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
 
-IMPLS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not fused_kd.HAS_TRITON, reason="no triton"))]
+import fused_kd  # noqa: E402
+from distill_loss import distill_loss  # noqa: E402
+from fused_kd import fused_linear_kd_ce  # noqa: E402
+
+TRITON_OK = fused_kd.HAS_TRITON and (CUDA or not TRITON_PREIMPORTED)
+IMPLS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not TRITON_OK, reason="no triton, or imported "
+                                                                  "before TRITON_INTERPRET=1 (see the last test)"))]
+
+
+def device_of(impl):
+    return "cuda" if impl == "triton" and CUDA else "cpu"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -60,7 +74,7 @@ def fused(x_s, w_s, y, x_t=None, w_t=None, **kw):
     return loss.detach(), ce, kd, x.grad, w.grad
 
 
-def make(N=20, V=300, H_s=16, H_t=24, vocab=280, dtype=torch.float32, seed=0):
+def make(N=20, V=300, H_s=16, H_t=24, vocab=280, dtype=torch.float32, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     x_s = torch.randn(N, H_s, generator=g).to(dtype)
     w_s = (torch.randn(V, H_s, generator=g) * 0.5).to(dtype)
@@ -69,7 +83,7 @@ def make(N=20, V=300, H_s=16, H_t=24, vocab=280, dtype=torch.float32, seed=0):
     y = torch.randint(0, vocab, (N,), generator=g)
     y[8:16] = -100          # with chunk_size=8 the second chunk has no valid token at all
     y[[i for i in (3, 17) if i < N]] = -100
-    return x_s, w_s, y, x_t, w_t
+    return tuple(v.to(device) for v in (x_s, w_s, y, x_t, w_t))
 
 
 def assert_close(got, want, tol):
@@ -86,7 +100,7 @@ def assert_close(got, want, tol):
 def test_matches_reference(impl, alpha, T):
     # N=20 with chunks of 8 (last one partial, middle one all ignored), H_s != H_t, V=300 not a multiple
     # of the block, vocab_size=280 < V (20 padding rows)
-    x_s, w_s, y, x_t, w_t = make()
+    x_s, w_s, y, x_t, w_t = make(device=device_of(impl))
     kw = dict(alpha=alpha, temperature=T, vocab_size=280)
     want = reference(x_s, w_s, y, x_t, w_t, **kw)
     got = fused(x_s, w_s, y, x_t, w_t, chunk_size=8, impl=impl, **kw)
@@ -97,7 +111,7 @@ def test_matches_reference(impl, alpha, T):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_bf16_inputs(impl):
-    x_s, w_s, y, x_t, w_t = make(dtype=torch.bfloat16)
+    x_s, w_s, y, x_t, w_t = make(dtype=torch.bfloat16, device=device_of(impl))
     kw = dict(alpha=0.5, temperature=1.0, vocab_size=280)
     want = reference(x_s, w_s, y, x_t, w_t, **kw)   # fp32 math on the same (bf16-valued) inputs
     got = fused(x_s, w_s, y, x_t, w_t, chunk_size=8, impl=impl, **kw)
@@ -124,6 +138,7 @@ def test_logits_of_magnitude_1e4(impl, kind):
         w_t *= 256.0
     y = torch.randint(0, V, (N,), generator=g)
     y[5] = -100
+    x_s, w_s, y, x_t, w_t = (v.to(device_of(impl)) for v in (x_s, w_s, y, x_t, w_t))
     for T in (1.0, 2.0):
         kw = dict(alpha=0.5, temperature=T)
         want = reference(x_s, w_s, y, x_t, w_t, **kw)
@@ -138,7 +153,7 @@ def test_logits_of_magnitude_1e4(impl, kind):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_no_teacher_is_cross_entropy(impl):
-    x_s, w_s, y, _, _ = make()
+    x_s, w_s, y, _, _ = make(device=device_of(impl))
     x = x_s.clone().requires_grad_()
     w = w_s.clone().requires_grad_()
     ce_loss = F.cross_entropy(x @ w.T, y, ignore_index=-100)
@@ -150,7 +165,7 @@ def test_no_teacher_is_cross_entropy(impl):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_all_tokens_ignored(impl):
-    x_s, w_s, y, x_t, w_t = make(N=6)
+    x_s, w_s, y, x_t, w_t = make(N=6, device=device_of(impl))
     y[:] = -100
     loss, ce, kd, gx, gw = fused(x_s, w_s, y, x_t, w_t, alpha=0.5, temperature=2.0, chunk_size=4, impl=impl)
     assert loss == 0 and ce == 0 and kd == 0
@@ -159,7 +174,7 @@ def test_all_tokens_ignored(impl):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_backward_scales_and_accumulates(impl):
-    x_s, w_s, y, x_t, w_t = make(N=10)
+    x_s, w_s, y, x_t, w_t = make(N=10, device=device_of(impl))
     kw = dict(alpha=0.4, temperature=1.0, vocab_size=280, chunk_size=4, impl=impl)
     _, _, _, gx1, gw1 = fused(x_s, w_s, y, x_t, w_t, **kw)
 
@@ -182,25 +197,26 @@ def test_vocab_of_256k(impl, monkeypatch):
     # fp32 running sums over ~63 blocks of 4096 columns (the accumulator trouble others saw past V≈250k)
     monkeypatch.setattr(fused_kd, "TRITON_BLOCK_V", 4096)
     monkeypatch.setattr(fused_kd, "CPU_ROWS_PER_GROUP", 8)
-    x_s, w_s, y, x_t, w_t = make(N=3, V=256_000, H_s=8, H_t=8, vocab=256_000)
+    x_s, w_s, y, x_t, w_t = make(N=3, V=256_000, H_s=8, H_t=8, vocab=256_000, device=device_of(impl))
     y[1] = 255_999
     kw = dict(alpha=0.5, temperature=1.0)
     assert_close(fused(x_s, w_s, y, x_t, w_t, impl=impl, **kw), reference(x_s, w_s, y, x_t, w_t, **kw), 1e-5)
 
 
-@pytest.mark.skipif(not fused_kd.HAS_TRITON, reason="no triton")
+@pytest.mark.skipif(not TRITON_OK, reason="no usable triton")
 def test_kernel_writes_bf16_gradient():
     # On CUDA with bf16 matmuls the kernel stores dL/ds straight into a bf16 buffer; check that store path
-    # here against the fp32 one.
+    # against the fp32 one (on CPU too, in the interpreter).
+    dev = device_of("triton")
     g = torch.Generator().manual_seed(2)
-    S = torch.randn(6, 300, generator=g) * 4
-    Tb = torch.randn(6, 300, generator=g) * 4
-    y = torch.tensor([0, 5, -100, 299, 17, 42])
-    n = torch.tensor(5.0)
+    S = (torch.randn(6, 300, generator=g) * 4).to(dev)
+    Tb = (torch.randn(6, 300, generator=g) * 4).to(dev)
+    y = torch.tensor([0, 5, -100, 299, 17, 42], device=dev)
+    n = torch.tensor(5.0, device=dev)
     outs = []
     for dtype in (torch.float32, torch.bfloat16):
-        G = torch.empty(6, 300, dtype=dtype)
-        ce, kd = torch.empty(6), torch.empty(6)
+        G = torch.empty(6, 300, dtype=dtype, device=dev)
+        ce, kd = torch.empty(6, device=dev), torch.empty(6, device=dev)
         fused_kd._rows_triton(S.clone(), Tb.clone(), G, y, n, ce, kd, 0.3, 2.0, -100, True, True)
         outs.append((G.float(), ce, kd))
     (g32, ce32, kd32), (g16, ce16, kd16) = outs
@@ -244,3 +260,26 @@ def test_bad_arguments(monkeypatch):
         monkeypatch.setenv("TRITON_INTERPRET", "0")
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
             fused_linear_kd_ce(x_s, w_s, y, impl="triton")
+
+
+@pytest.mark.skipif(not CUDA or not fused_kd.HAS_TRITON, reason="needs a GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_at_training_shapes(dtype, monkeypatch):
+    # real block size and chunking, a Llama-3 vocabulary, bf16 activations as under autocast
+    monkeypatch.setattr(fused_kd, "TRITON_BLOCK_V", 4096)
+    x_s, w_s, y, x_t, w_t = make(N=4096, V=128_256, H_s=1024, H_t=2048, vocab=128_256, dtype=dtype, device="cuda")
+    w_s, w_t = w_s / 16, w_t / 16   # logits of a few units, like a trained model's
+    kw = dict(alpha=0.5, temperature=1.0)
+    want = reference(x_s, w_s, y, x_t, w_t, **kw)
+    got = fused(x_s, w_s, y, x_t, w_t, **kw)
+    assert_close(got, want, 1e-5 if dtype == torch.float32 else 2e-2)
+    assert rel(got[0], want[0]) < 1e-4   # the loss is fp32 math on the same logits, bf16 or not
+
+
+@pytest.mark.skipif(not (fused_kd.HAS_TRITON and TRITON_PREIMPORTED and not CUDA),
+                    reason="only when triton was imported before this module could select the interpreter")
+def test_triton_in_fresh_process():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "triton", __file__],
+                       env=env, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
