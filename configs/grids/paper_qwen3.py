@@ -1,0 +1,12 @@
+# The paper's architecture ablation: the same question with Qwen3-style models (QK-norm, tied embeddings,
+# θ 1e6). Teachers of 0.14B / 0.28B / 0.6B / 1.0B distil a 0.28B student, over the main α sweep.
+#   python sweep.py configs/grids/paper_qwen3.py --slurm slurm/qwen3 && bash slurm/qwen3/submit.sh
+name = "paper"
+report_dir = "out/paper/report_qwen3"
+teachers = {f"qwen3_{s}": dict(config=f"configs/paper/teacher_qwen3_{s}.py")
+            for s in ("0.14b", "0.28b", "0.6b", "1.0b")}
+students = {"sq0.28b": dict(config="configs/paper/student_qwen3_0.28b.py")}
+alphas = [0.2, 0.4, 0.5, 0.6, 0.8, 1.0]
+seeds = [43]
+evals = {"loss": "--tasks loss", "mc": "--tasks mc"}
+slurm = dict(nodes=1, gpus_per_node=8, cpus_per_task=96, time="24:00:00")
