@@ -251,6 +251,8 @@ def main(argv=None):
 
     # which tasks: names are checked before any work, so a typo costs nothing
     data_dir = args.data_dir or run_config.get("data_dir")
+    if data_dir and not os.path.isabs(data_dir) and not os.path.isdir(data_dir):
+        data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), data_dir)  # the run's, relative to the repo
     splits = loss_splits(data_dir) if data_dir and os.path.isdir(data_dir) else {}
     loss_tasks, mc_tasks, explicit = [], [], set()
     for name in [t.strip() for t in args.tasks.split(",") if t.strip()]:
@@ -270,6 +272,8 @@ def main(argv=None):
             die(f"unknown task {name!r}; valid: all, loss, mc, {', '.join(TASKS)}"
                 + (f", {', '.join(splits)}" if splits else ""))
     loss_tasks, mc_tasks = list(dict.fromkeys(loss_tasks)), list(dict.fromkeys(mc_tasks))
+    if "all" in args.tasks.split(",") and not splits:
+        log(f"no val.bin or ood_*.bin in data_dir {data_dir!r}: no loss/perplexity (pass --data_dir)")
 
     # benchmark data, all read before any scoring so a missing set fails fast
     if mc_tasks and master:
@@ -300,9 +304,12 @@ def main(argv=None):
         max_batches = math.ceil(args.limit / args.batch_size)
     for name in loss_tasks:
         t0 = time.time()
-        r = evaluate_loss(model, splits[name], batch_size=args.batch_size, block_size=block_size, n_vocab=n_vocab,
-                          tokenizer=tokenizer.name, max_batches=max_batches, device=args.device,
-                          autocast=autocast, rank=rank, world_size=world_size)
+        try:
+            r = evaluate_loss(model, splits[name], batch_size=args.batch_size, block_size=block_size, n_vocab=n_vocab,
+                              tokenizer=tokenizer.name, max_batches=max_batches, device=args.device,
+                              autocast=autocast, rank=rank, world_size=world_size)
+        except ValueError as e:  # data/ says what: another tokenizer's file, a corrupt or too-short one
+            die(f"cannot evaluate {name}: {e}")
         results["tasks"][name] = {**r, "step": step, "tokens_seen": tokens_seen}
         log(f"{name:16s} loss {r['loss']:.4f}  ppl {r['ppl']:9.2f}  ({r['tokens']:,} tokens, {time.time() - t0:.1f}s)")
     for name, task in loaded.items():
@@ -312,8 +319,8 @@ def main(argv=None):
         r = evaluate_mc(model, tokenizer, task["examples"], n_vocab=n_vocab, block_size=block_size,
                         batch_tokens=args.batch_size * block_size, device=args.device, autocast=autocast,
                         rank=rank, world_size=world_size, progress=Progress(name, len(task["examples"][rank::world_size])) if master else None)
-        results["tasks"][name] = {**r, "shots": task["shots"], "split": task["split"], "source": task["source"],
-                                  "step": step, "tokens_seen": tokens_seen}
+        results["tasks"][name] = {**r, "shots": task["shots"], "split": task["split"], "size": task["size"],
+                                  "source": task["source"], "step": step, "tokens_seen": tokens_seen}
         log(f"{name:16s} acc {r['acc']:.4f}  acc_norm {r['acc_norm']:.4f}  acc_per_token {r['acc_per_token']:.4f}"
             f"  (n {r['n']}, {time.time() - t0:.1f}s)")
     results["seconds"] = round(time.time() - t_start, 1)

