@@ -54,10 +54,12 @@ except ImportError:  # CPU-only installs: the torch implementation below needs n
 TRITON_BLOCK_V = 4096
 TRITON_NUM_WARPS = 8
 
-# Rows the CPU implementation processes per group of elementwise ops. Eight rows of a 50k vocabulary are
-# 1.6 MB per buffer, so the ~10 passes over them hit L2/L3 instead of DRAM; larger groups were
-# memory-bound, smaller ones pay Python per-op overhead (measured with bench/bench_loss.py).
-CPU_ROWS_PER_GROUP = 8
+# Rows per group of elementwise ops in the torch implementation; None = the whole chunk. Small groups
+# (16-32 rows of a 50k vocabulary, ~3-6 MB per buffer) keep the ~12 passes in cache and were up to 2x
+# faster per pass on an idle core, but each torch op is a parallel region, and on a busy machine (the
+# 2-core box these numbers come from, shared with other jobs) four times as many ops cost more than
+# cache misses: whole chunks measured fastest there (bench/bench_loss.py --rows_per_group to retry).
+CPU_ROWS_PER_GROUP = None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -196,69 +198,62 @@ def _rows_triton(S, Tb, G, y, n_valid, ce_out, kd_out, alpha, T, ignore_index, h
 # ----------------------------------------------------------------------------------------------------
 # PyTorch: the same per-row math as a handful of in-place ops, for CPUs (and as a fallback)
 
-def _rows_torch(S, Tb, W, y, valid, ce_out, kd_out, alpha, T, has_teacher, write_grad):
+def _rows_torch(S, Tb, W, y, valid, inv_n, ce_out, kd_out, alpha, T, has_teacher, write_grad):
     """The same row math in torch. S, Tb: [r, V] fp32 student/teacher logits, W: [r, V] fp32 scratch;
-    all three are overwritten. Writes the rows' ce and kd to ce_out/kd_out and, if write_grad, leaves
-    G in S such that dL/ds = G·scale/n_valid; returns scale.
+    all three are overwritten. Writes the rows' ce and kd into ce_out/kd_out and, if write_grad, leaves
+    G in S and returns r [r] such that dL/ds = r[:, None]·G (r = 0 on ignored rows).
 
-    Each pass over an [r, V] buffer costs about as much as an exp, so this is the recipe with the fewest:
-    softmax in place (one fused op), logsumexp read back from the softmax (its entry at the row max is
-    exactly 1/Σexp(s − max)), and constant factors handed to the gradient matmuls' alpha."""
-    rows = torch.arange(S.shape[0], device=S.device)
-    # Shift each row by its max first, as log_softmax does: every later difference is then between
-    # numbers of the size of the differences, so logits of magnitude 1e4 lose nothing to rounding.
-    m_s, i_s = S.max(1)
-    S.sub_(m_s[:, None])
-    s_y = S.gather(1, torch.where(valid, y, 0)[:, None]).squeeze(1)   # s[y] − max
-
+    On a CPU each pass over an [r, V] buffer costs time and the exps cost the most, so this is the recipe
+    with the fewest passes: one exp per softmax, no normalisation pass (1/z goes into per-row factors),
+    and the gradient's per-row factor r is applied by the matmuls to their [r, H]-sized side."""
+    y_safe = torch.where(valid, y, 0)
+    # Shift each row by its max first, as log_softmax does: exp cannot overflow, and every later
+    # difference is between numbers the size of the differences, so logits of magnitude 1e4 lose nothing.
+    S.sub_(S.amax(1, keepdim=True))
+    s_y = S.gather(1, y_safe[:, None]).squeeze(1)     # s[y] − max
     if has_teacher:
-        m_t, i_t = Tb.max(1)
-        Tb.sub_(m_t[:, None])
-        torch.sub(Tb, S, out=W)                 # W = (t − m_t) − (s − m_s), for Σ qT·W
+        Tb.sub_(Tb.amax(1, keepdim=True))
+        torch.sub(Tb, S, out=W)                        # W = (t − max t) − (s − max s)
         if T != 1.0:
             Tb.mul_(1.0 / T)
-        torch.softmax(Tb, 1, out=Tb)            # Tb = qT
-        log_z_t = -Tb[rows, i_t].log()          # qT at the teacher's max is 1/z_t
-        acc = W.mul_(Tb).sum(1)
+        Tb.exp_()                                      # e_t: qT = e_t / z_t
+        z_t = Tb.sum(1)
+        acc = W.mul_(Tb).sum(1) / z_t                  # Σ qT·((t − max t) − (s − max s))
         if T != 1.0:
             torch.mul(S, 1.0 / T, out=W)
-            torch.softmax(W, 1, out=W)          # W = pT
-            log_z_sT = -W[rows, i_s].log()
-    torch.softmax(S, 1, out=S)                  # S = p
-    log_z_s = -S[rows, i_s].log()
+            W.exp_()                                   # e_sT: pT = e_sT / z_sT
+            z_sT = W.sum(1)
+    S.exp_()                                           # e_s: p = e_s / z_s
+    z_s = S.sum(1)
 
-    ce_out.copy_(torch.where(valid, log_z_s - s_y, 0.0))
+    # CE = logsumexp(s) − s[y]; KD = T²·Σ qT·(log qT − log pT) with log qT = (t − max t)/T − log z_t and
+    # log pT = (s − max s)/T − log z_sT
+    ce_out.copy_(torch.where(valid, z_s.log() - s_y, 0.0))
     if has_teacher:
-        if T == 1.0:
-            log_z_sT = log_z_s
-        # KD = T²·Σ qT·(log qT − log pT), log qT = (t − m_t)/T − log z_t, log pT = (s − m_s)/T − log z_sT
-        kd = T * T * (acc / T - log_z_t + log_z_sT)
-        kd_out.copy_(torch.where(valid, kd, 0.0))
+        log_z_sT = z_s.log() if T == 1.0 else z_sT.log()
+        kd_out.copy_(torch.where(valid, T * T * (acc / T - z_t.log() + log_z_sT), 0.0))
     else:
         kd_out.zero_()
     if not write_grad:
-        return 0.0
+        return None
 
-    # dL/ds·n_valid = a·(p − onehot(y)) + b·(pT − qT), a = 1 − α, b = α·T (no teacher: a = 1, b = 0).
-    # One coefficient is divided out, so each case is a single add, and returned as the matmuls' scale.
+    # dL/ds·n_valid = a·(e_s/z_s − onehot(y)) + b·(e_sT/z_sT − e_t/z_t), a = 1 − α, b = α·T (no teacher:
+    # a = 1, b = 0). G keeps one exp term with coefficient 1; its 1/z goes into r with a or b.
     a, b = (1.0 - alpha, alpha * T) if has_teacher else (1.0, 0.0)
-    if b == 0.0:                                # plain CE gradient: α = 0 or no teacher
-        onehot, scale = 1.0, a
-    elif T == 1.0:                              # a + b = 1: p − α·q − (1 − α)·onehot
-        S.add_(Tb, alpha=-b)
-        onehot, scale = a, 1.0
-    elif a == 0.0:                              # α = 1: pT − qT, no CE term
-        torch.sub(W, Tb, out=S)
-        onehot, scale = 0.0, b
-    else:                                       # p + (b/a)·(pT − qT) − onehot
-        W.sub_(Tb)
-        S.add_(W, alpha=b / a)
-        onehot, scale = 1.0, a
-    if onehot:
-        S[rows[valid], y[valid]] -= onehot
-    if not bool(valid.all()):
-        S.index_fill_(0, (~valid).nonzero().squeeze(1), 0.0)
-    return scale
+    if b == 0.0:     # plain CE: e_s − z_s·onehot
+        r, c_y = a / z_s, z_s
+    elif T == 1.0:   # a + b = 1: e_s − b·(z_s/z_t)·e_t − a·z_s·onehot
+        S.addcmul_(Tb, (-b * z_s / z_t)[:, None])
+        r, c_y = 1.0 / z_s, a * z_s
+    elif a == 0.0:   # α = 1, no CE term: e_sT − (z_sT/z_t)·e_t
+        torch.addcmul(W, Tb, (-z_sT / z_t)[:, None], out=S)
+        r, c_y = b / z_sT, None
+    else:            # e_s + (b/a)·(z_s/z_sT)·e_sT − (b/a)·(z_s/z_t)·e_t − z_s·onehot
+        S.addcmul_(W, (b / a * z_s / z_sT)[:, None]).addcmul_(Tb, (-b / a * z_s / z_t)[:, None])
+        r, c_y = a / z_s, z_s
+    if c_y is not None and a != 0.0:
+        S[torch.arange(S.shape[0], device=S.device), y_safe] -= c_y   # ignored rows: harmless, r = 0 there
+    return torch.where(valid, r * inv_n, 0.0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -271,8 +266,9 @@ def _default_chunk_size(N, V, device):
         C = 2 ** int(math.log2(max(1, (512 << 20) // (4 * V))))
         C = max(256, min(C, 8192))
     else:
-        # On CPU the matmuls want a few hundred rows to reuse each weight row well; the elementwise
-        # work is done CPU_ROWS_PER_GROUP rows at a time anyway, so this only bounds the two buffers.
+        # On CPU the matmuls want a few hundred rows to reuse each weight row well (below ~128 the weights
+        # are re-read from DRAM too often); 256 rows keep the three [C, V] buffers at 1/30 of the naive
+        # loss's memory at V=50304 and measured within a few % of 512.
         C = 256
     return max(1, min(C, N))
 
@@ -288,23 +284,23 @@ def _to_fp32_logits(x, w, out):
 _addmm_fp32_ok = {}
 
 
-def _accumulate_fp32(acc, a, b, scale):
-    """acc (fp32) += scale · a @ b for bf16/fp16 a, b (CUDA): one GEMM with an fp32 C if this torch
-    build allows it (checked once on a small case), else an fp32-out GEMM plus an add."""
+def _accumulate_fp32(acc, a, b):
+    """acc (fp32) += a @ b for bf16/fp16 a, b (CUDA): one GEMM with an fp32 C if this torch build
+    allows it (checked once on a small case), else an fp32-out GEMM plus an add."""
     dev = acc.device
     if dev not in _addmm_fp32_ok:
         try:
             A, B, C = (torch.randn(16, 8, device=dev), torch.randn(8, 16, device=dev), torch.randn(16, 16, device=dev))
-            want = C + 0.5 * (A.to(a.dtype).float() @ B.to(a.dtype).float())
+            want = C + A.to(a.dtype).float() @ B.to(a.dtype).float()
             got = C.clone()
-            torch.addmm(got, A.to(a.dtype), B.to(a.dtype), alpha=0.5, out_dtype=torch.float32, out=got)
+            torch.addmm(got, A.to(a.dtype), B.to(a.dtype), out_dtype=torch.float32, out=got)
             _addmm_fp32_ok[dev] = bool(torch.allclose(got, want, rtol=1e-3, atol=1e-3))
         except (RuntimeError, TypeError):
             _addmm_fp32_ok[dev] = False
     if _addmm_fp32_ok[dev]:
-        torch.addmm(acc, a, b, alpha=scale, out_dtype=torch.float32, out=acc)
+        torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
     else:
-        acc.add_(torch.mm(a, b, out_dtype=torch.float32), alpha=scale)
+        acc.add_(torch.mm(a, b, out_dtype=torch.float32))
 
 
 def _fused_forward(x_s, w_s, labels, x_t, w_t, alpha, T, ignore_index, vocab_size, chunk_size, impl,
@@ -345,9 +341,10 @@ def _fused_forward(x_s, w_s, labels, x_t, w_t, alpha, T, ignore_index, vocab_siz
         # writes directly (rounding dS only after the fp32 subtraction p − q).
         G = torch.empty(C, V, device=dev, dtype=mm_dtype) if write_grad and mm_dtype != torch.float32 else S
     else:
-        group = CPU_ROWS_PER_GROUP if dev.type == "cpu" else C
+        group = (CPU_ROWS_PER_GROUP or C) if dev.type == "cpu" else C
         W = torch.empty(min(C, group), V, device=dev, dtype=torch.float32)
-        inv_n = 1.0 / float(n_valid)   # the torch path folds 1/n_valid into the matmuls' alpha
+        row_scale = torch.empty(C, device=dev, dtype=torch.float32)
+        inv_n = 1.0 / n_valid
 
     for i0 in range(0, N, C):
         i1 = min(i0 + C, N)
@@ -359,26 +356,30 @@ def _fused_forward(x_s, w_s, labels, x_t, w_t, alpha, T, ignore_index, vocab_siz
         if impl == "triton":
             _rows_triton(S_c, Tb_c, G[:i1 - i0], y[i0:i1], n_valid, ce_rows[i0:i1], kd_rows[i0:i1],
                          alpha, T, ignore_index, has_teacher, write_grad)
-            G_c, scale = G[:i1 - i0], 1.0
+            G_c = G[:i1 - i0]
         else:
-            # the elementwise work goes in row groups small enough to stay in cache; matmuls see the chunk
+            # elementwise work per row group (see CPU_ROWS_PER_GROUP); the matmuls see the whole chunk
             for r0 in range(i0, i1, group):
                 r1 = min(r0 + group, i1)
-                scale = _rows_torch(S[r0 - i0:r1 - i0], Tb[r0 - i0:r1 - i0] if has_teacher else None,
-                                    W[:r1 - r0], y[r0:r1], valid[r0:r1], ce_rows[r0:r1], kd_rows[r0:r1],
-                                    alpha, T, has_teacher, write_grad) * inv_n
+                r = _rows_torch(S[r0 - i0:r1 - i0], Tb[r0 - i0:r1 - i0] if has_teacher else None, W[:r1 - r0],
+                                y[r0:r1], valid[r0:r1], inv_n, ce_rows[r0:r1], kd_rows[r0:r1],
+                                alpha, T, has_teacher, write_grad)
+                if write_grad:
+                    row_scale[r0 - i0:r1 - i0] = r
             G_c = S_c if mm_dtype == torch.float32 else S_c.to(mm_dtype)
 
-        if need_gx:   # dX = scale·dS @ W_s, straight into its rows of grad_x
-            if scale == 1.0:
-                torch.mm(G_c, ws, out=grad_x[i0:i1])
-            else:
-                torch.addmm(grad_x[i0:i1], G_c, ws, beta=0.0, alpha=scale, out=grad_x[i0:i1])
-        if need_gw:   # dW += scale·dS.T @ X, accumulated in fp32
+        # dS = diag(r)·G: dX = diag(r)·(G @ W_s) and dW += G.T @ (diag(r)·X), so r only ever touches
+        # [c, H]-sized tensors (the Triton kernel writes dS itself: no r)
+        if need_gx:
+            torch.mm(G_c, ws, out=grad_x[i0:i1])
+            if impl != "triton":
+                grad_x[i0:i1].mul_(row_scale[:i1 - i0, None])
+        if need_gw:
+            x_c = xs[i0:i1] if impl == "triton" else xs[i0:i1] * row_scale[:i1 - i0, None].to(mm_dtype)
             if mm_dtype == torch.float32:
-                grad_w[:V].addmm_(G_c.t(), xs[i0:i1], alpha=scale)
+                grad_w[:V].addmm_(G_c.t(), x_c)
             else:
-                _accumulate_fp32(grad_w[:V], G_c.t(), xs[i0:i1], scale)
+                _accumulate_fp32(grad_w[:V], G_c.t(), x_c)
 
     ce = ce_rows.sum() / n_valid
     kd = kd_rows.sum() / n_valid
@@ -459,8 +460,10 @@ def fused_linear_kd_ce(x_s, w_s, labels, x_t=None, w_t=None, *, alpha=0.0, tempe
     need_gw = torch.is_grad_enabled() and w_s.requires_grad
     args = (x_s, w_s, labels, x_t, w_t, float(alpha), float(temperature), ignore_index, vocab_size,
             chunk_size, impl)
-    if need_gx or need_gw:
-        loss, ce, kd = _FusedLinearKDCE.apply(*args, need_gx, need_gw)
-    else:   # evaluation: no gradient work at all
-        loss, ce, kd, _, _ = _fused_forward(*args, False, False)
+    # precision is decided inside (fp32 logits and softmax): an enclosing autocast must not recast the matmuls
+    with torch.autocast(x_s.device.type, enabled=False):
+        if need_gx or need_gw:
+            loss, ce, kd = _FusedLinearKDCE.apply(*args, need_gx, need_gw)
+        else:   # evaluation: no gradient work at all
+            loss, ce, kd, _, _ = _fused_forward(*args, False, False)
     return loss, ce, kd

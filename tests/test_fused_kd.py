@@ -224,12 +224,16 @@ def test_kernel_writes_bf16_gradient():
     assert (g32[2] == 0).all()
 
 
-def test_shapes_chunks_and_eval():
+def test_shapes_chunks_and_eval(monkeypatch):
     x_s, w_s, y, x_t, w_t = make(N=12)
     kw = dict(alpha=0.5, temperature=2.0, vocab_size=280, impl="torch")
     want = fused(x_s, w_s, y, x_t, w_t, chunk_size=5, **kw)
     for chunk_size in (1, 12, 1000, None):
         assert_close(fused(x_s, w_s, y, x_t, w_t, chunk_size=chunk_size, **kw), want, 1e-6)
+    monkeypatch.setattr(fused_kd, "CPU_ROWS_PER_GROUP", None)   # the default: whole chunks
+    assert_close(fused(x_s, w_s, y, x_t, w_t, chunk_size=5, **kw), want, 1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):   # an enclosing autocast changes nothing
+        assert_close(fused(x_s, w_s, y, x_t, w_t, chunk_size=5, **kw), want, 1e-6)
     # [B, T, H] hidden states and [B, T] labels, as a model gives them
     x = x_s.view(3, 4, -1).clone().requires_grad_()
     loss = fused_linear_kd_ce(x, w_s, y.view(3, 4), x_t.view(3, 4, -1), w_t, chunk_size=5, **kw)[0]

@@ -1,0 +1,285 @@
+"""
+Benchmark of the distillation loss, forward + backward, contenders side by side in one process
+on the same inputs:
+
+  reference  full logits (x @ W.T) + distill_loss + autograd backward: the naive way
+  torch      fused_linear_kd_ce(impl="torch"), the chunked PyTorch implementation
+  triton     fused_linear_kd_ce(impl="triton"), CUDA only
+  liger      Liger-Kernel's LigerFusedLinearJSDLoss(beta=0) (forward KL), if liger_kernel is installed;
+             uncompiled on CPU (torch.compile is its GPU default). Its soft loss has no T² factor, so it
+             is the same loss as ours only at T = 1.
+  floor      only the four unavoidable matmuls (teacher logits, student logits, dX, dW), chunked as the
+             fused loss chunks them: what a perfect fused loss would cost
+
+Time: the median over --repeats rounds; each round runs every contender once, interleaved, so a
+machine whose load drifts (a shared CPU box) slows all contenders alike. Peak extra memory: on CUDA,
+torch.cuda.max_memory_allocated minus what was allocated before the call; on CPU each contender
+runs again in a fresh subprocess (so no earlier contender's allocations linger), once to warm up,
+then with the kernel's high-water mark of resident memory reset (/proc/self/clear_refs) and glibc
+told to return every allocation over 64 KiB to the OS on free (MALLOC_MMAP_THRESHOLD_), so the
+high-water mark minus the resident size before the call is what the call itself held at its peak,
+gradients included (every contender produces the same ones).
+
+    python bench/bench_loss.py                                   # CPU defaults of DESIGN.md
+    python bench/bench_loss.py --device=cuda --dtype=bfloat16 --N=16384 --V=128256 --H_s=2048 --H_t=4096
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import fused_kd  # noqa: E402
+from distill_loss import distill_loss  # noqa: E402
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}   # dense bf16, SXM parts
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("--N", type=int, default=4096, help="tokens")
+parser.add_argument("--V", type=int, default=50304, help="vocabulary (all columns real)")
+parser.add_argument("--H_s", type=int, default=256)
+parser.add_argument("--H_t", type=int, default=128)
+parser.add_argument("--alpha", type=float, default=0.5)
+parser.add_argument("--T", type=float, default=1.0)
+parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+parser.add_argument("--chunk_size", type=int, default=None, help="fused loss and floor; default: fused_kd's choice")
+parser.add_argument("--repeats", type=int, default=5)
+parser.add_argument("--contenders", default="reference,torch,triton,liger,floor")
+parser.add_argument("--block_v", type=int, default=None, help="override fused_kd.TRITON_BLOCK_V")
+parser.add_argument("--num_warps", type=int, default=None, help="override fused_kd.TRITON_NUM_WARPS")
+parser.add_argument("--rows_per_group", type=int, default=None, help="override fused_kd.CPU_ROWS_PER_GROUP")
+parser.add_argument("--peak_tflops", type=float, default=None, help="device bf16 dense peak; default from a table")
+parser.add_argument("--no_memory", action="store_true", help="skip the memory measurement")
+parser.add_argument("--out", default=None, help="JSON path; default bench/results/loss_<device>_<date>.json")
+parser.add_argument("--_memory_child", default=None, help=argparse.SUPPRESS)
+args = parser.parse_args()
+
+dev = torch.device(args.device)
+dtype = getattr(torch, args.dtype)
+if args.block_v:
+    fused_kd.TRITON_BLOCK_V = args.block_v
+if args.num_warps:
+    fused_kd.TRITON_NUM_WARPS = args.num_warps
+if args.rows_per_group:
+    fused_kd.CPU_ROWS_PER_GROUP = args.rows_per_group
+chunk = args.chunk_size or fused_kd._default_chunk_size(args.N, args.V, dev)
+
+try:
+    import liger_kernel
+    from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss
+except ImportError:
+    liger_kernel = None
+
+# ---------------------------------------------------------------------------------------------------------------
+# inputs: hidden states of unit scale and weights giving logits of a few units, like trained models'
+
+g = torch.Generator().manual_seed(0)
+x_s = torch.randn(args.N, args.H_s, generator=g).to(dev, dtype).requires_grad_()
+w_s = (torch.randn(args.V, args.H_s, generator=g) * args.H_s ** -0.5 * 2).to(dev, dtype).requires_grad_()
+x_t = torch.randn(args.N, args.H_t, generator=g).to(dev, dtype)
+w_t = (torch.randn(args.V, args.H_t, generator=g) * args.H_t ** -0.5 * 2).to(dev, dtype)
+y = torch.randint(0, args.V, (args.N,), generator=g).to(dev)
+y[:: 50] = -100   # a few ignored tokens, as padding would give
+
+
+def run_reference():
+    s = x_s @ w_s.T
+    with torch.no_grad():
+        t = x_t @ w_t.T
+    loss = distill_loss(s, y, t, alpha=args.alpha, temperature=args.T)[0]
+    loss.backward()
+    return loss
+
+
+def run_fused(impl):
+    loss = fused_kd.fused_linear_kd_ce(x_s, w_s, y, x_t, w_t, alpha=args.alpha, temperature=args.T,
+                                       chunk_size=chunk, impl=impl)[0]
+    loss.backward()
+    return loss
+
+
+_liger = None
+
+
+def run_liger():
+    global _liger
+    if _liger is None:
+        _liger = LigerFusedLinearJSDLoss(weight_hard_loss=1 - args.alpha, weight_soft_loss=args.alpha, beta=0.0,
+                                         temperature=args.T, compiled=dev.type == "cuda")
+    loss = _liger(x_s, w_s, x_t, w_t, y)
+    loss.backward()
+    return loss
+
+
+def run_floor():
+    # the four matmuls of the fused loss, same chunks, same dtypes and fp32 accumulation, no softmax at all
+    with torch.no_grad():
+        V, H = args.V, args.H_s
+        S = torch.empty(chunk, V, device=dev, dtype=torch.float32)
+        Tb = torch.empty(chunk, V, device=dev, dtype=torch.float32)
+        G = S if dtype == torch.float32 else torch.zeros(chunk, V, device=dev, dtype=dtype)
+        gx = torch.empty(args.N, H, device=dev, dtype=dtype)
+        gw = torch.zeros(V, H, device=dev, dtype=torch.float32)
+        for i0 in range(0, args.N, chunk):
+            i1 = min(i0 + chunk, args.N)
+            c = i1 - i0
+            fused_kd._to_fp32_logits(x_t[i0:i1], w_t, Tb[:c])
+            fused_kd._to_fp32_logits(x_s[i0:i1], w_s, S[:c])
+            torch.mm(G[:c], w_s, out=gx[i0:i1])
+            if dtype == torch.float32:
+                gw.addmm_(G[:c].t(), x_s[i0:i1])
+            else:
+                fused_kd._accumulate_fp32(gw, G[:c].t(), x_s[i0:i1])
+        x_s.grad, w_s.grad = gx, gw.to(dtype)
+    return None
+
+
+contenders = {"reference": run_reference, "torch": lambda: run_fused("torch"), "floor": run_floor}
+if dev.type == "cuda" and fused_kd.HAS_TRITON:
+    contenders["triton"] = lambda: run_fused("triton")
+if liger_kernel is not None:
+    contenders["liger"] = run_liger
+wanted = [c for c in args.contenders.split(",") if c]
+skipped = {c: ("CUDA only" if c == "triton" else "liger_kernel not installed") for c in wanted if c not in contenders}
+contenders = {c: contenders[c] for c in wanted if c in contenders}
+
+
+def sync():
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def one_run(fn):
+    x_s.grad = w_s.grad = None
+    sync()
+    t0 = time.perf_counter()
+    loss = fn()
+    sync()
+    return time.perf_counter() - t0, (None if loss is None else loss.item())
+
+
+def rss_kib(field):
+    return int(re.search(rf"{field}:\s+(\d+) kB", open("/proc/self/status").read()).group(1))
+
+
+def measure_memory(name):
+    """Peak bytes held by one call beyond what was held before it (see the module docstring)."""
+    if dev.type == "cuda":
+        one_run(contenders[name])
+        x_s.grad = w_s.grad = None
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        one_run(contenders[name])
+        return torch.cuda.max_memory_allocated() - before
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), *sys.argv[1:], f"--_memory_child={name}"],
+                       env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"memory child for {name} failed:\n{r.stderr[-2000:]}")
+    return int(r.stdout.strip().splitlines()[-1])
+
+
+if args._memory_child:   # a fresh process measuring one contender's CPU peak memory, then exiting
+    fn = contenders[args._memory_child]
+    one_run(fn)   # warm-up: lazy initialisation (MKL buffers, liger's first-call work) is not the loss's
+    x_s.grad = w_s.grad = None
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")   # reset VmHWM, the high-water mark of resident memory, to the current VmRSS
+    before = rss_kib("VmRSS")
+    one_run(fn)
+    print((rss_kib("VmHWM") - before) * 1024)
+    sys.exit(0)
+
+# ---------------------------------------------------------------------------------------------------------------
+# time, interleaved rounds
+
+
+def device_name():
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor())
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+print(f"device: {device_name()} | N={args.N} V={args.V} H_s={args.H_s} H_t={args.H_t} alpha={args.alpha} "
+      f"T={args.T} {args.dtype} chunk={chunk}")
+for name, why in skipped.items():
+    print(f"skipping {name}: {why}")
+load_before = os.getloadavg()
+times = {name: [] for name in contenders}
+losses = {}
+for name, fn in contenders.items():   # warm-up (triton compiles, cuBLAS picks kernels, pages get touched)
+    losses[name] = one_run(fn)[1]
+for _ in range(args.repeats):
+    for name, fn in contenders.items():
+        times[name].append(one_run(fn)[0])
+load_after = os.getloadavg()
+memory = {} if args.no_memory else {name: measure_memory(name) for name in contenders}
+
+flops = 2 * args.N * args.V * (args.H_t + 3 * args.H_s)
+peak = args.peak_tflops
+if peak is None and dev.type == "cuda":
+    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device_name()), None)
+floor_t = statistics.median(times["floor"]) if "floor" in times else None
+results = {}
+for name in contenders:
+    t = statistics.median(times[name])
+    results[name] = {
+        "time_median_s": t, "time_min_s": min(times[name]), "times_s": times[name],
+        "ratio_to_floor": t / floor_t if floor_t else None,
+        "peak_extra_bytes": memory.get(name),
+        "tflops": flops / t / 1e12,
+        "pct_of_bf16_peak": 100 * flops / t / 1e12 / peak if peak and dev.type == "cuda" else None,
+        "loss": losses[name],
+    }
+
+ref_mem = memory.get("reference")
+print(f"{'contender':<10} {'median s':>9} {'min s':>8} {'x floor':>8} {'peak extra':>11} {'vs ref mem':>10} "
+      f"{'TFLOP/s':>8} {'% peak':>7} {'loss':>10}")
+for name, r in results.items():
+    mem, pct, loss = r["peak_extra_bytes"], r["pct_of_bf16_peak"], r["loss"]
+    mem_s = f"{mem / 2**30:.3f} GiB" if mem is not None else "-"
+    vs_ref = f"1/{ref_mem / mem:.1f}" if mem and ref_mem else "-"
+    pct_s = f"{pct:.1f}" if pct else "-"
+    loss_s = f"{loss:.5f}" if loss is not None else "-"
+    print(f"{name:<10} {r['time_median_s']:9.3f} {r['time_min_s']:8.3f} {r['ratio_to_floor'] or float('nan'):8.2f} "
+          f"{mem_s:>11} {vs_ref:>10} {r['tflops']:8.2f} {pct_s:>7} {loss_s:>10}")
+print(f"load average before/after: {load_before[0]:.1f} / {load_after[0]:.1f} "
+      f"(other processes share this machine when it is above 0)")
+
+record = {
+    "device": device_name(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+    "torch": torch.__version__, "triton": getattr(sys.modules.get("triton"), "__version__", None),
+    "liger_kernel": getattr(liger_kernel, "__version__", None) if liger_kernel else None,
+    "config": {**{k: v for k, v in vars(args).items() if not k.startswith("_")}, "chunk_size": chunk,
+               "triton_block_v": fused_kd.TRITON_BLOCK_V, "triton_num_warps": fused_kd.TRITON_NUM_WARPS,
+               "cpu_rows_per_group": fused_kd.CPU_ROWS_PER_GROUP, "threads": torch.get_num_threads()},
+    "flops_unavoidable": flops, "peak_bf16_tflops": peak, "skipped": skipped,
+    "load_average_before_after": [load_before, load_after],
+    "memory_method": "cuda max_memory_allocated delta" if dev.type == "cuda" else
+                     "fresh subprocess per contender: VmHWM after clear_refs minus VmRSS before, MALLOC_MMAP_THRESHOLD_=65536",
+    "results": results,
+}
+out = args.out
+if out is None:
+    tag = re.sub(r"[^a-z0-9]+", "-", device_name().split(",")[0].lower()).strip("-")
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                       f"loss_{tag}_{datetime.date.today().isoformat()}.json")
+os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+with open(out, "w") as f:
+    json.dump(record, f, indent=1)
+print(f"wrote {out}")
