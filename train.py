@@ -241,10 +241,12 @@ if ddp and not fsdp:
 
 # The fused loss covers forward KL with T > 0; the other ablations need full logits.
 use_fused = loss_impl == "fused"
-unfused = [why for cond, why in [(kd_loss != "forward", f"kd_loss={kd_loss}"), (temperature == 0, "temperature=0"),
-                                 (top_k > 0, f"top_k={top_k}"), (label_smoothing > 0, f"label_smoothing={label_smoothing}")] if cond]
-if use_fused and unfused and teacher is not None or use_fused and label_smoothing > 0:
-    log(f"note: {', '.join(unfused)} is not in the fused kernel; using the reference loss (distill_loss.py)")
+not_in_kernel = [f"label_smoothing={label_smoothing}"] if label_smoothing > 0 else []
+if teacher is not None:
+    not_in_kernel += [why for cond, why in [(kd_loss != "forward", f"kd_loss={kd_loss}"), (temperature == 0, "temperature=0"),
+                                            (top_k > 0, f"top_k={top_k}")] if cond]
+if use_fused and not_in_kernel:
+    log(f"note: {', '.join(not_in_kernel)} is not in the fused kernel; using the reference loss (distill_loss.py)")
     use_fused = False
 if use_fused:
     from fused_kd import fused_linear_kd_ce
