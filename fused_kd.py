@@ -11,8 +11,10 @@ the home of the other ablations), without ever holding the [N, V] logits:
   for each chunk of C tokens:
     1. S = x_s @ W_s.T and T = x_t @ W_t.T with the vendor matmul, fp32 out;
     2. per row: softmax statistics of s, s/T and t/T (max, normaliser), the CE
-       and KD terms, and dL/ds = [(1−α)(p − onehot(y)) + α·T·(pT − qT)] / n_valid,
-       written over S (a Triton kernel on GPU, a few in-place torch ops on CPU);
+       and KD terms, and dS = dL/ds = [(1−α)(p − onehot(y)) + α·T·(pT − qT)] / n_valid,
+       written over S: a Triton kernel on GPU (one program per row, an online softmax
+       over vocabulary blocks, then a second pass writing dS), a dozen in-place torch
+       ops on CPU (which leave a per-row factor of dS aside, see _rows_torch);
     3. dX_s[chunk] = dS @ W_s and dW_s += dS.T @ x_s[chunk] with the vendor matmul.
 
 So the gradient is finished during the forward pass and backward only scales it
@@ -66,6 +68,7 @@ CPU_ROWS_PER_GROUP = None
 # Triton: the per-row math of one chunk
 
 if HAS_TRITON:  # (the kernel's annotations need triton.language)
+    @triton.jit
     def _kd_ce_rows_kernel(
             s_ptr, t_ptr, g_ptr, y_ptr, n_valid_ptr, ce_ptr, kd_ptr,
             stride_s, stride_t, stride_g, V, ignore_index,
@@ -168,18 +171,6 @@ if HAS_TRITON:  # (the kernel's annotations need triton.language)
                 tl.store(g_row + cols, g.to(g_ptr.dtype.element_ty), mask=mask)
 
 
-_jitted = {}  # TRITON_INTERPRET value -> the kernel jitted under it
-
-
-def _triton_kernel():
-    # Jit on first use rather than at import: triton decides between compiling and interpreting when the
-    # decorator runs, so this honours TRITON_INTERPRET=1 set after `import fused_kd` (as the tests do).
-    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
-    if interpret not in _jitted:
-        _jitted[interpret] = triton.jit(_kd_ce_rows_kernel)
-    return _jitted[interpret]
-
-
 def _rows_triton(S, Tb, G, y, n_valid, ce_out, kd_out, alpha, T, ignore_index, has_teacher, write_grad):
     """The chunk's row math with the Triton kernel: ce/kd per row, and dL/ds (fully scaled) into G."""
     c, V = S.shape
@@ -187,7 +178,7 @@ def _rows_triton(S, Tb, G, y, n_valid, ce_out, kd_out, alpha, T, ignore_index, h
     G = G if write_grad else S
     ce_w = 1.0 - alpha if has_teacher else 1.0   # no teacher: plain CE, as in the reference
     kd_w = alpha * T if has_teacher else 0.0
-    _triton_kernel()[(c,)](
+    _kd_ce_rows_kernel[(c,)](
         S, Tb, G, y, n_valid, ce_out, kd_out,
         S.stride(0), Tb.stride(0), G.stride(0), V, ignore_index,
         1.0 / T, ce_w, kd_w, T * T,
@@ -405,9 +396,10 @@ class _FusedLinearKDCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, _grad_ce, _grad_kd):
         grad_x, grad_w = ctx.saved_tensors
-        # out of place: a second backward through the same graph (retain_graph) must see the same values
-        gx = grad_x * grad_loss.to(grad_x.dtype) if grad_x is not None else None
-        gw = grad_w * grad_loss.to(grad_w.dtype) if grad_w is not None else None
+        # Out of place: a second backward through the same graph (retain_graph) must see the same values.
+        # grad_loss stays fp32 (a 0-dim tensor keeps the product in the gradient's dtype).
+        gx = grad_x * grad_loss if grad_x is not None else None
+        gw = grad_w * grad_loss if grad_w is not None else None
         return gx, gw, None, None, None, None, None, None, None, None, None, None, None
 
 

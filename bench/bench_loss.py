@@ -223,9 +223,10 @@ times = {name: [] for name in contenders}
 losses = {}
 for name, fn in contenders.items():   # warm-up (triton compiles, cuBLAS picks kernels, pages get touched)
     losses[name] = one_run(fn)[1]
-for _ in range(args.repeats):
+for i in range(args.repeats):
     for name, fn in contenders.items():
         times[name].append(one_run(fn)[0])
+    print(f"round {i + 1}/{args.repeats}: " + "  ".join(f"{n} {t[-1]:.3f}s" for n, t in times.items()), flush=True)
 load_after = os.getloadavg()
 memory = {} if args.no_memory else {name: measure_memory(name) for name in contenders}
 
@@ -239,7 +240,10 @@ for name in contenders:
     t = statistics.median(times[name])
     results[name] = {
         "time_median_s": t, "time_min_s": min(times[name]), "times_s": times[name],
-        "ratio_to_floor": t / floor_t if floor_t else None,
+        # paired: the median over rounds of this round's time / this round's floor time, robust to a load
+        # that drifts between rounds; the ratio of the medians is kept too
+        "ratio_to_floor": statistics.median(a / b for a, b in zip(times[name], times["floor"])) if floor_t else None,
+        "ratio_of_medians_to_floor": t / floor_t if floor_t else None,
         "peak_extra_bytes": memory.get(name),
         "tflops": flops / t / 1e12,
         "pct_of_bf16_peak": 100 * flops / t / 1e12 / peak if peak and dev.type == "cuda" else None,
@@ -257,8 +261,8 @@ for name, r in results.items():
     loss_s = f"{loss:.5f}" if loss is not None else "-"
     print(f"{name:<10} {r['time_median_s']:9.3f} {r['time_min_s']:8.3f} {r['ratio_to_floor'] or float('nan'):8.2f} "
           f"{mem_s:>11} {vs_ref:>10} {r['tflops']:8.2f} {pct_s:>7} {loss_s:>10}")
-print(f"load average before/after: {load_before[0]:.1f} / {load_after[0]:.1f} "
-      f"(other processes share this machine when it is above 0)")
+print(f"x floor: median over rounds of (time / the same round's floor time). Load average before/after: "
+      f"{load_before[0]:.1f} / {load_after[0]:.1f} (other processes shared the machine if well above 0)")
 
 record = {
     "device": device_name(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
