@@ -267,15 +267,16 @@ def test_bad_arguments(monkeypatch):
 
 
 @pytest.mark.skipif(not CUDA or not fused_kd.HAS_TRITON, reason="needs a GPU")
+@pytest.mark.parametrize("impl", ["triton", "torch"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cuda_at_training_shapes(dtype, monkeypatch):
+def test_cuda_at_training_shapes(impl, dtype, monkeypatch):
     # real block size and chunking, a Llama-3 vocabulary, bf16 activations as under autocast
     monkeypatch.setattr(fused_kd, "TRITON_BLOCK_V", 4096)
     x_s, w_s, y, x_t, w_t = make(N=4096, V=128_256, H_s=1024, H_t=2048, vocab=128_256, dtype=dtype, device="cuda")
     w_s, w_t = w_s / 16, w_t / 16   # logits of a few units, like a trained model's
     kw = dict(alpha=0.5, temperature=1.0)
     want = reference(x_s, w_s, y, x_t, w_t, **kw)
-    got = fused(x_s, w_s, y, x_t, w_t, **kw)
+    got = fused(x_s, w_s, y, x_t, w_t, impl=impl, **kw)
     assert_close(got, want, 1e-5 if dtype == torch.float32 else 2e-2)
     assert rel(got[0], want[0]) < 1e-4   # the loss is fp32 math on the same logits, bf16 or not
 
