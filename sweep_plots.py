@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 
 def label(metric):
@@ -48,22 +49,33 @@ def errorbar(ax, xs, gs, key, **kw):
                 capsize=3, **kw)
 
 
+def panels(n, cols=3):
+    """n axes in rows of at most `cols`; unused ones hidden."""
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, min(n, cols), figsize=(4.2 * min(n, cols), 3.4 * rows), squeeze=False)
+    axes = [ax for row in axes for ax in row]
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
 def plot_alpha(groups, student, metrics, path):
     base = next((g for g in groups if g["student"] == student and not g["teacher"] and not g["variant"]), None)
     kd = kd_groups(groups, student)
     if not kd:
         return None
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    fig, axes = panels(len(metrics))
+    for ax, metric in zip(axes, metrics):
         for teacher in sorted({g["teacher"] for g in kd}):
             gs = sorted((g for g in kd if g["teacher"] == teacher), key=lambda g: g["alpha"])
-            gs = ([base] if base else []) + gs
-            errorbar(ax, [g["alpha"] for g in gs], gs, metric, label=teacher)
+            name = teacher + (f" (val {gs[0]['teacher_val']:.2f})" if gs[0].get("teacher_val") else "")
+            line = ([base] if base else []) + gs  # every teacher's line starts at the no-KD baseline, α = 0
+            errorbar(ax, [g["alpha"] for g in line], line, metric, label=name)
         if base and metric in base:
             ax.axhline(base[metric], color="gray", ls="--", lw=1, label="no KD")
         ax.set_xlabel("α (weight of KD)")
         ax.set_title(label(metric), fontsize=10)
-    axes[0][0].legend(fontsize=8)
+    axes[0].legend(fontsize=8)
     fig.suptitle(f"student {student}: metric against α", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -71,18 +83,26 @@ def plot_alpha(groups, student, metrics, path):
     return os.path.basename(path)
 
 
-def plot_gain_vs(groups, x_key, other_key, other_label, metrics, path, xlabel):
+def plot_gain_vs(groups, x_key, other_key, metrics, path, xlabel):
+    """Gain against one property of the teacher (size or tokens), one colour per α. Teachers that share the
+    other property (and student) are joined by a line, as in the paper's curves; every point is named."""
     kd = [g for g in kd_groups(groups) if x_key in g]
     if len({g[x_key] for g in kd}) < 2:
         return None  # one teacher: nothing to draw a line through
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        lines = sorted({(g["alpha"], g.get(other_key)) for g in kd})
-        for alpha, other in lines:
-            gs = sorted((g for g in kd if g["alpha"] == alpha and g.get(other_key) == other), key=lambda g: g[x_key])
-            many_other = len({o for _, o in lines}) > 1
-            errorbar(ax, [g[x_key] for g in gs], gs, f"gain_{metric}",
-                     label=f"α={alpha:g}" + (f", {other_label(other)}" if many_other else ""))
+    alphas = sorted({g["alpha"] for g in kd})
+    colors = {a: f"C{i % 10}" for i, a in enumerate(alphas)}
+    many_students = len({g["student"] for g in kd}) > 1
+    fig, axes = panels(len(metrics))
+    for ax, metric in zip(axes, metrics):
+        key = f"gain_{metric}"
+        lines = {(g["student"], g["alpha"], g.get(other_key)) for g in kd if key in g}
+        for student, alpha, other in sorted(lines, key=str):
+            gs = sorted((g for g in kd if (g["student"], g["alpha"], g.get(other_key)) == (student, alpha, other)
+                         and key in g), key=lambda g: g[x_key])
+            errorbar(ax, [g[x_key] for g in gs], gs, key, color=colors[alpha])
+            for g in gs:
+                name = g["teacher"] + (f"→{student}" if many_students else "")
+                ax.annotate(name, (g[x_key], g[key]), xytext=(3, 3), textcoords="offset points", fontsize=6)
         ax.axhline(0, color="gray", ls="--", lw=1)
         ax.set_xscale("log")
         xs = sorted({g[x_key] for g in kd})  # ticks at the teachers themselves, in words
@@ -90,7 +110,7 @@ def plot_gain_vs(groups, x_key, other_key, other_label, metrics, path, xlabel):
         ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.set_title(f"gain: {label(metric)}", fontsize=10)
-    axes[0][0].legend(fontsize=7)
+    axes[0].legend(handles=[Line2D([], [], color=colors[a], marker="o", label=f"α={a:g}") for a in alphas], fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -101,8 +121,8 @@ def plot_id_vs_ood(groups, losses, accs, path):
     kd = sorted(kd_groups(groups), key=lambda g: (g["student"], g["teacher"], g["alpha"]))
     if not kd or not any(f"gain_{m}" in g for g in kd for m in losses):
         return None
-    names = [f"{g['teacher']}\nα={g['alpha']:g}" + (f"\n{g['student']}" if len({x['student'] for x in kd}) > 1 else "")
-             for g in kd]
+    many_students = len({g["student"] for g in kd}) > 1
+    names = [f"{g['teacher']}\nα={g['alpha']:g}" + (f"\n{g['student']}" if many_students else "") for g in kd]
     panels = [losses] + ([["mc_avg"]] if "mc_avg" in accs else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(max(6, 0.9 * len(kd)) + 3 * (len(panels) - 1), 4),
                              squeeze=False, gridspec_kw={"width_ratios": [3] + [1] * (len(panels) - 1)})
@@ -115,7 +135,9 @@ def plot_id_vs_ood(groups, losses, accs, path):
             ax.bar(xs, ys, width, yerr=err if any(err) else None, capsize=2, label=label(metric))
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(range(len(kd)))
-        ax.set_xticklabels(names, fontsize=7)
+        narrow = metrics is not losses  # the downstream panel: one bar per run, names turned to fit
+        ax.set_xticklabels([n.replace("\n", " ") for n in names] if narrow else names, fontsize=7,
+                           rotation=90 if narrow else 0)
         ax.set_ylabel("gain over no-KD (nats)" if metrics is losses else "gain (accuracy)")
         ax.legend(fontsize=7)
     fig.suptitle("in-domain gain beside OOD and downstream gain (positive = better)", fontsize=11)
@@ -161,9 +183,9 @@ def plot_all(rows, groups, losses, accs, out_dir):
     figures = [plot_alpha(groups, s, losses + ["mc_avg"] * ("mc_avg" in accs), os.path.join(out_dir, f"alpha_{s}.png"))
                for s in sorted({g["student"] for g in groups})]
     figures += [
-        plot_gain_vs(groups, "teacher_params", "teacher_tokens", lambda t: f"{human(t)} tok", gain_metrics,
+        plot_gain_vs(groups, "teacher_params", "teacher_tokens", gain_metrics,
                      os.path.join(out_dir, "gain_vs_teacher_size.png"), "teacher parameters (non-embedding)"),
-        plot_gain_vs(groups, "teacher_tokens", "teacher_params", lambda p: f"{human(p)} params", gain_metrics,
+        plot_gain_vs(groups, "teacher_tokens", "teacher_params", gain_metrics,
                      os.path.join(out_dir, "gain_vs_teacher_tokens.png"), "teacher training tokens"),
         plot_id_vs_ood(groups, losses, accs, os.path.join(out_dir, "gain_id_vs_ood.png")),
         plot_variants(groups, "val", os.path.join(out_dir, "variants.png")),
