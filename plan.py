@@ -1,9 +1,11 @@
 """
 Arithmetic about a run before (and while) it runs: the dry-run plan that
 `train.py --dry_run=True` prints, and the accelerator peak that MFU divides by.
-Memory figures are estimates for plain DDP with bf16 autocast: every process
-holds the whole student with fp32 weights, grads and AdamW moments
-(16 bytes/param) and the whole teacher in bf16 (2 bytes/param).
+Memory figures are estimates with bf16 autocast: under DDP every process holds
+the whole student with fp32 weights, grads and AdamW moments (16 bytes/param)
+and the whole teacher in bf16 (2 bytes/param); FSDP divides those by the number
+of processes (fsdp_teacher for the teacher), and activation checkpointing keeps
+only each block's input plus one block's activations.
 """
 
 import torch
@@ -21,10 +23,14 @@ def peak_flops(device):
     return next((v for k, v in PEAK_BF16.items() if k in name), 0.0)
 
 
-def activation_bytes(cfg, tokens):
+def activation_bytes(cfg, tokens, checkpointing=False):
     """Rough bytes of activations kept for backward in bf16: per layer and token, the inputs of the
-    projections and norms (~12·d) and the SwiGLU's four mlp-wide tensors."""
-    return 2 * tokens * cfg.n_layer * (12 * cfg.n_embd + 4 * cfg.mlp_hidden)
+    projections and norms (~12·d) and the SwiGLU's four mlp-wide tensors. With checkpointing, each
+    block's input is kept and one block at a time is recomputed."""
+    per_layer = 2 * tokens * (12 * cfg.n_embd + 4 * cfg.mlp_hidden)
+    if checkpointing:
+        return 2 * tokens * cfg.n_embd * cfg.n_layer + per_layer
+    return per_layer * cfg.n_layer
 
 
 def print_plan(student, teacher, config, world_size, n_vocab):
@@ -39,13 +45,16 @@ def print_plan(student, teacher, config, world_size, n_vocab):
     print(f"  student  {c['model']:12s} {s_params:>15,} params (formula {count_params_formula(student.config):,}), "
           f"{student.num_params(non_embedding=True):,} non-embedding")
     flops = tokens_per_step * student.flops_per_token(c["block_size"])
-    memory = 16 * s_params + activation_bytes(student.config, per_micro)
+    shards = world_size if c["parallel"] == "fsdp" else 1
+    t_shards = shards if c["fsdp_teacher"] else 1
+    activations = activation_bytes(student.config, per_micro, c["activation_checkpointing"])
+    memory = 16 * s_params / shards + activations
     if teacher is not None:
         t_params = teacher.num_params()
         print(f"  teacher  {c['teacher_model'] or '(ckpt)':12s} {t_params:>15,} params (formula {count_params_formula(teacher.config):,}), "
               f"α={c['alpha']}, T={c['temperature']}")
         flops += tokens_per_step * teacher.flops_per_token(c["block_size"], backward=False)
-        memory += 2 * t_params + 2 * per_micro * teacher.config.n_embd
+        memory += 2 * t_params / t_shards + 2 * per_micro * teacher.config.n_embd
     # the loss: one chunk of fp32 logits for each model in the fused path, full logits in the reference
     loss_rows = per_micro if c["loss_impl"] == "reference" else min(per_micro, 4096)
     memory += loss_rows * n_vocab * 4 * (2 if teacher is not None else 1) * (3 if c["loss_impl"] == "reference" else 1)
@@ -54,8 +63,8 @@ def print_plan(student, teacher, config, world_size, n_vocab):
           f"{accum if accum else '?'} accumulation" + ("" if accum else "  <-- not divisible: train.py will refuse"))
     print(f"  steps {steps:,} ({steps * tokens_per_step / 1e9:.2f}B tokens), warmup {int(c['warmup_frac'] * steps):,}")
     print(f"  FLOPs/step {flops:.3e} ({flops * steps:.3e} in all)")
-    print(f"  memory/GPU ≈ {memory / gb:.1f} GiB (student states {16 * s_params / gb:.1f}, "
-          f"activations {activation_bytes(student.config, per_micro) / gb:.1f}"
-          + (f", teacher {2 * teacher.num_params() / gb:.1f}" if teacher is not None else "") + ")")
+    print(f"  memory/GPU ≈ {memory / gb:.1f} GiB ({c['parallel']}: student states {16 * s_params / shards / gb:.1f}, "
+          f"activations {activations / gb:.1f}"
+          + (f", teacher {2 * teacher.num_params() / t_shards / gb:.1f}" if teacher is not None else "") + ")")
     return {"student_params": s_params, "teacher_params": teacher.num_params() if teacher is not None else 0,
             "tokens_per_step": tokens_per_step, "steps": steps, "flops_per_step": flops, "memory_bytes": memory}
