@@ -424,7 +424,7 @@ def fused_linear_kd_ce(x_s, w_s, labels, x_t=None, w_t=None, *, alpha=0.0, tempe
         raise ValueError(f"impl must be 'auto', 'triton' or 'torch', got {impl!r}")
     shape_s = x_s.shape
     x_s = x_s.reshape(-1, shape_s[-1])
-    labels = labels.reshape(-1)
+    labels = labels.reshape(-1).long()
     if x_t is not None:
         x_t = x_t.reshape(-1, x_t.shape[-1])
     vocab_size = w_s.shape[0] if vocab_size is None else int(vocab_size)

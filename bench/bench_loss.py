@@ -264,8 +264,20 @@ for name, r in results.items():
 print(f"x floor: median over rounds of (time / the same round's floor time). Load average before/after: "
       f"{load_before[0]:.1f} / {load_after[0]:.1f} (other processes shared the machine if well above 0)")
 
+def git_commit():
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "fused_kd.py", "bench/bench_loss.py"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return commit + (" (fused_kd.py or bench_loss.py modified)" if dirty else "")
+    except OSError:
+        return None
+
+
 record = {
     "device": device_name(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    "git_commit": git_commit(),
     "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
     "torch": torch.__version__, "triton": getattr(sys.modules.get("triton"), "__version__", None),
     "liger_kernel": getattr(liger_kernel, "__version__", None) if liger_kernel else None,

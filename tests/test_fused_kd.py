@@ -243,6 +243,8 @@ def test_shapes_chunks_and_eval(monkeypatch):
     with torch.no_grad():
         loss, ce, kd = fused_linear_kd_ce(x_s, w_s.requires_grad_(), y, x_t, w_t, **kw)
     assert loss.grad_fn is None and rel(loss, want[0]) < 1e-6 and rel(kd, want[2]) < 1e-6
+    # int32 labels work too
+    assert rel(fused(x_s, w_s, y.int(), x_t, w_t, chunk_size=5, **kw)[0], want[0]) < 1e-6
     # auto picks the torch implementation for CPU tensors
     assert rel(fused_linear_kd_ce(x_s, w_s, y, x_t, w_t, alpha=0.5, temperature=2.0, vocab_size=280)[0], want[0]) < 1e-6
 
