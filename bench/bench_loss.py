@@ -221,8 +221,15 @@ for name, why in skipped.items():
 load_before = os.getloadavg()
 times = {name: [] for name in contenders}
 losses = {}
-for name, fn in contenders.items():   # warm-up (triton compiles, cuBLAS picks kernels, pages get touched)
-    losses[name] = one_run(fn)[1]
+for name, fn in list(contenders.items()):   # warm-up (triton compiles, cuBLAS picks kernels, pages get touched)
+    try:
+        losses[name] = one_run(fn)[1]
+    except torch.OutOfMemoryError:   # the naive loss at large N·V on a smaller GPU: report, don't crash
+        x_s.grad = w_s.grad = None
+        torch.cuda.empty_cache()
+        skipped[name] = "out of memory"
+        print(f"skipping {name}: out of memory")
+        del contenders[name], times[name]
 for i in range(args.repeats):
     for name, fn in contenders.items():
         times[name].append(one_run(fn)[0])
