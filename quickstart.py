@@ -88,7 +88,7 @@ def main():
         print(f"{name:16s}" + "".join(f"{ev[s]:14.4f}" for s in splits))
     gain = {s: results["student, no KD"][s] - results["student + KD"][s] for s in splits}
     print(f"{'KD gain':16s}" + "".join(f"{gain[s]:+14.4f}" for s in splits))
-    print("(val = in-domain Wikipedia; ood_* = other domains. A positive gain means the weaker teacher helped.)")
+    print("(val = in-domain Wikipedia; ood_* = other domains. A positive gain means KD from the smaller teacher helped.)")
 
 
 if __name__ == "__main__":
