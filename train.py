@@ -144,7 +144,6 @@ total_iters = max_iters if max_iters > 0 else train_tokens // batch_tokens
 warmup_iters = int(warmup_frac * total_iters)
 
 # ---- data, models ------------------------------------------------------------
-KNOWN_VOCAB = {"bytes": 257, "gpt2": 50257, "llama3": 128256}  # for dry runs on machines without the data
 train_glob = os.path.join(data_dir, "train*.bin")
 
 
@@ -154,7 +153,8 @@ def padded(n):
 
 
 if dry_run:
-    n_vocab = KNOWN_VOCAB[tokenizer]
+    from data.tokenizer import N_VOCAB
+    n_vocab = N_VOCAB[tokenizer]  # no data needed to plan
 else:
     from data.loader import TokenLoader
     from data.tokenfile import TokenFileError, read_header

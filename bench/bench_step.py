@@ -32,8 +32,7 @@ from distill_loss import distill_loss  # noqa: E402
 from fused_kd import fused_linear_kd_ce  # noqa: E402
 from model import GPT, config_from_preset  # noqa: E402
 from plan import peak_flops  # noqa: E402
-
-N_VOCAB = {"bytes": 257, "gpt2": 50257, "llama3": 128256}
+from data.tokenizer import N_VOCAB, padded_vocab_size  # noqa: E402
 
 
 def load_config(path, overrides):
@@ -66,7 +65,6 @@ def main():
     cuda = device.startswith("cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
     n_vocab = N_VOCAB[cfg["tokenizer"]]
-    from data.tokenizer import padded_vocab_size
     V = padded_vocab_size(n_vocab)
 
     torch.manual_seed(0)
