@@ -124,7 +124,9 @@ def test_ablations_against_explicit_formulas():
 
 
 @pytest.mark.parametrize("kwargs,match", [(dict(alpha=1.5), "alpha"), (dict(alpha=-0.1), "alpha"),
-                                          (dict(temperature=-1.0), "temperature"), (dict(kl="jsd"), "kl")])
+                                          (dict(temperature=-1.0), "temperature"), (dict(kl="jensen"), "kl"),
+                                          (dict(top_k_variant="other"), "top_k_variant"), (dict(kl="jsd", jsd_beta=0.0), "jsd_beta"),
+                                          (dict(kl="reverse", top_k=3), "top_k"), (dict(top_k=0.001), "keeps no token")])
 def test_bad_arguments(kwargs, match):
     s, t, y = make_inputs()
     with pytest.raises(ValueError, match=match):
