@@ -117,7 +117,7 @@ def test_slurm_scripts_parse_and_chain_teachers_before_students(tmp_path):
     assert ("srun torchrun --nnodes=$SLURM_NNODES --nproc_per_node=8 --rdzv-backend=c10d "
             "--rdzv-endpoint=$head:29500") in text
     assert "train.py configs/paper/student_1.7b.py" in text
-    assert f"--teacher_ckpt={tmp_path}/out/paper/teacher_8b/ckpt.pt --teacher_model=llama-8b" in text
+    assert f"--teacher_ckpt={tmp_path}/out/paper/teacher_8b/ckpt.pt --teacher_model=llama3.1-8b" in text
     assert "--alpha=0.6" in text and "--seed=43" in text and "--resume=True" in text
     assert "#SBATCH --nodes=1" in text and "#SBATCH --gpus-per-node=8" in text
     assert "eval.py --ckpt" in text and "--tasks mc" in text

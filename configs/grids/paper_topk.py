@@ -1,16 +1,21 @@
-# The paper's top-k ablation: the teacher's distribution truncated to its top 1 / 5 / 20 / 50% of the
-# vocabulary (renormalised) at α ∈ {0.2, 1.0}, on the weak (0.7B) and strong (8B) pairs. Full distribution =
-# the main grid's run of the same name (shared: name = "paper").
+# The paper's top-k ablation: the teacher's distribution truncated to its top 1 / 5 / 20 / 50% of the vocabulary at
+# α ∈ {0.2, 1.0}, all four teachers (TaiMingLu/maxtext-distillation train/ablate4/generate_scripts.py @38a6bbf). Their counts are
+# round(128256 · p) = 1283 / 6413 / 25651 / 64128, written here as counts so no rounding rule is involved. Their
+# scripts set only kd_top_k, so their default kd_truncation_strategy ran: renormalise the teacher over its top-k and
+# score it against the student's full softmax (MaxText/EFFICIENT_TOPK_KD.md @96cf3a4; HARD_LABELS_VS_TOPK.md @9723952
+# shows top-1 equal to hard labels, which holds only with the student not renormalised) = nanokd's "teacher" variant.
+# Full distribution = the main grid's run of the same name (shared: name = "paper").
 #   python sweep.py configs/grids/paper_topk.py --slurm slurm/topk && bash slurm/topk/submit.sh
-name = "paper"
+name = "paper"                           # every paper grid shares out/paper/<run>: a run two grids name is trained once
 report_dir = "out/paper/report_topk"
-teachers = {
-    "0.7b": dict(config="configs/paper/teacher_0.7b.py"),
-    "8b": dict(config="configs/paper/teacher_8b.py", slurm=dict(nodes=4)),
-}
+_sizes = {"0.7b": "configs/paper/teacher_0.7b.py", "1.7b": "configs/paper/teacher_1.7b.py",
+          "3.8b": "configs/paper/teacher_3.8b.py", "8b": "configs/paper/teacher_8b.py"}
+_nodes = {"0.7b": 1, "1.7b": 1, "3.8b": 2, "8b": 4}     # Slurm nodes a teacher's training gets (8 GPUs each)
+teachers = {s: dict(config=c, slurm=dict(nodes=_nodes[s])) for s, c in _sizes.items()}
 students = {"s1.7b": dict(config="configs/paper/student_1.7b.py")}
 alphas = [0.2, 1.0]
 seeds = [43]
-variants = {"": {}, **{f"top{p}pct": dict(top_k=p / 100) for p in (1, 5, 20, 50)}}
-evals = {"loss": "--tasks loss", "mc": "--tasks mc"}
+_counts = {1: 1283, 5: 6413, 20: 25651, 50: 64128}   # percent of the vocabulary: round(128256 · p)
+variants = {"": {}, **{f"top{p}pct": dict(top_k=k, top_k_variant="teacher") for p, k in _counts.items()}}
+evals = {"loss": "--tasks loss", "mc": "--tasks mc"}   # in-domain + OOD loss splits; the downstream benchmarks
 slurm = dict(nodes=1, gpus_per_node=8, cpus_per_task=96, time="48:00:00")
