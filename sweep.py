@@ -1,7 +1,7 @@
 """
 Run a grid of distillation experiments: teachers first, then their students, then
 evaluation; then gather every run's numbers into one table and draw the paper's
-kinds of figure.
+kinds of figure (sweep_report.py, sweep_plots.py).
 
     python sweep.py configs/grids/laptop.py                  # run what is not done yet, here
     python sweep.py configs/grids/laptop.py --jobs 2         # two runs at a time (CPU: cores/jobs threads each)
@@ -45,7 +45,6 @@ for a big teacher). Run names: teacher_<t>, <s>_<t>_a<α>[_<variant>]_s<seed>,
 
 import argparse
 import ast
-import json
 import os
 import shlex
 import signal
@@ -53,6 +52,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from sweep_report import collect, eval_path, read_json, write_report  # noqa: F401 (the report, its own file)
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 GRID_KEYS = {"name", "out_root", "common", "teachers", "students", "pairs", "alphas", "seeds", "variants",
@@ -187,19 +188,6 @@ def select(runs, only):
 
 
 # ---- done-ness and commands -----------------------------------------------------------------------
-
-def read_json(path):
-    """The parsed file, or None if it is missing or unreadable (a half-written file is not done)."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def eval_path(run, key):
-    return os.path.join(run["out_dir"], f"eval_{key}.json")
-
 
 def train_done(run):
     return read_json(os.path.join(run["out_dir"], "final.json")) is not None
@@ -404,140 +392,6 @@ def write_slurm(runs, evals, grid_name, slurm_dir):
         f.write("\n".join(submit) + "\n")
     os.chmod(path, 0o755)
     return path
-
-
-# ---- report ---------------------------------------------------------------------------------------
-
-def run_metrics(run, evals):
-    """{metric: value} for one run: losses per split (lower is better), accuracies (higher is better)."""
-    m = {}
-    final = read_json(os.path.join(run["out_dir"], "final.json"))
-    if final:
-        m.update(final["eval"])  # train.py's own final eval (eval_iters batches); eval.py's, if present, wins
-        m["tokens"], m["train_loss"], m["minutes"] = final["tokens_seen"], final["train_loss"], final["minutes"]
-    for key in evals:
-        results = read_json(eval_path(run, key)) or {}
-        for task, t in results.get("tasks", {}).items():
-            if "loss" in t:
-                m[task] = t["loss"]
-            elif "acc_norm" in t:
-                m[f"{task}_acc"], m[f"{task}_acc_norm"] = t["acc"], t["acc_norm"]
-    oods = [v for k, v in m.items() if k.startswith("ood_")]
-    if len(oods) > 1:
-        m["ood_avg"] = sum(oods) / len(oods)
-    accs = [v for k, v in m.items() if k.endswith("_acc_norm")]
-    if accs:
-        m["mc_avg"] = sum(accs) / len(accs)  # mean acc_norm over the benchmarks
-    return m
-
-
-def is_loss(metric):
-    return metric == "val" or metric.startswith("ood_")
-
-
-def collect(runs, evals):
-    """One row per finished run, with the teacher's size/tokens/val and the gain over the same student's plain
-    baseline of the same seed: baseline − run for losses, run − baseline for accuracies (positive = better)."""
-    from model import GPT, config_from_preset  # noqa: deferred, torch is only needed for reports
-    import torch
-
-    def n_params(model_name):
-        with torch.device("meta"):
-            return GPT(config_from_preset(model_name, 264, 256)).num_params(non_embedding=True)
-
-    rows = {}
-    for r in runs:
-        m = run_metrics(r, evals)
-        if "train_loss" not in m:
-            continue
-        rows[r["name"]] = dict(name=r["name"], kind=r["kind"], student=r["student"], teacher=r["teacher"],
-                               alpha=r["alpha"], variant=r["variant"], seed=r["seed"], model=r["model"],
-                               params=n_params(r["model"]), **m)
-    teachers = {r["teacher"]: rows.get(r["name"]) for r in runs if r["kind"] == "teacher"}
-    for row in rows.values():
-        if row["kind"] != "student":
-            continue
-        t = teachers.get(row["teacher"])
-        if t:
-            row.update(teacher_params=t["params"], teacher_tokens=t["tokens"], teacher_val=t.get("val"))
-        base = rows.get(f"{row['student']}_noKD_s{row['seed']}")
-        if base and base is not row:
-            for k, v in list(row.items()):
-                if k in base and isinstance(v, float) and (is_loss(k) or k.endswith("_acc_norm") or k == "mc_avg"):
-                    row[f"gain_{k}"] = base[k] - v if is_loss(k) else v - base[k]
-    return list(rows.values())
-
-
-def metric_names(rows):
-    keys = {k for row in rows for k in row}
-    losses = ["val"] * ("val" in keys) + sorted(k for k in keys if k.startswith("ood_") and is_loss(k))
-    accs = sorted(k for k in keys if k.endswith("_acc_norm")) + ["mc_avg"] * ("mc_avg" in keys)
-    return losses, accs
-
-
-def aggregate(rows):
-    """Rows grouped over seeds: (student, teacher, alpha, variant) -> mean and sample std of every number."""
-    groups = {}
-    for row in rows:
-        if row["kind"] == "student":
-            groups.setdefault((row["student"], row["teacher"], row["alpha"], row["variant"]), []).append(row)
-    out = []
-    for (s, t, a, v), members in groups.items():
-        g = dict(student=s, teacher=t, alpha=a, variant=v, n=len(members), seeds=[m["seed"] for m in members])
-        numbers = {k for m in members for k, x in m.items() if isinstance(x, (int, float)) and k not in ("seed", "alpha")}
-        for k in numbers:
-            xs = [m[k] for m in members if k in m]
-            g[k] = statistics.mean(xs)
-            g[k + "_std"] = statistics.stdev(xs) if len(xs) > 1 else 0.0
-            g[k + "_n"] = len(xs)
-        out.append(g)
-    return sorted(out, key=lambda g: (g["student"], g["teacher"] != "", g["teacher"], g["variant"], g["alpha"]))
-
-
-def fmt(g, k, gain=False):
-    if k not in g:
-        return ""
-    pm = f" ± {g[k + '_std']:.3f}" if g.get(k + "_n", 1) > 1 else ""
-    return f"{g[k]:+.3f}{pm}" if gain else f"{g[k]:.3f}{pm}"
-
-
-def write_report(rows, report_dir, grid_name):
-    import csv
-    os.makedirs(report_dir, exist_ok=True)
-    losses, accs = metric_names(rows)
-    cols = ["name", "kind", "student", "teacher", "alpha", "variant", "seed", "model", "params", "tokens",
-            "train_loss"] + losses + accs + ["teacher_params", "teacher_tokens", "teacher_val"]
-    cols += [f"gain_{k}" for k in losses + accs] + ["minutes"]
-    with open(os.path.join(report_dir, "results.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: (f"{v:.5g}" if isinstance(v, float) else v) for k, v in row.items()})
-    groups = aggregate(rows)
-    shown = losses + [k for k in accs if k == "mc_avg" or "mc_avg" not in accs]
-    md = [f"# {grid_name}: results", "",
-          "Teachers (params without embeddings; losses in nats per token, mc_avg = mean acc_norm):", "",
-          "| teacher | model | params | tokens | " + " | ".join(shown) + " |",
-          "|---|---|---:|---:|" + "---:|" * len(shown)]
-    for row in rows:
-        if row["kind"] == "teacher":
-            md.append(f"| {row['teacher']} | {row['model']} | {row['params'] / 1e6:.2f}M | {row['tokens']:,} | "
-                      + " | ".join(f"{row[k]:.3f}" if k in row else "" for k in shown) + " |")
-    md += ["", "Students, mean ± sample std over seeds. Gain = improvement over the same seed's no-KD baseline "
-           "(baseline − run for losses, run − baseline for accuracies): positive is better.", "",
-           "| student | teacher | α | variant | seeds | " + " | ".join(shown) + " | "
-           + " | ".join(f"gain {k}" for k in shown) + " |",
-           "|---|---|---:|---|---:|" + "---:|" * (2 * len(shown))]
-    for g in groups:
-        md.append(f"| {g['student']} | {g['teacher'] or '—'} | {g['alpha']:g} | {g['variant']} | {g['n']} | "
-                  + " | ".join(fmt(g, k) for k in shown) + " | "
-                  + " | ".join(fmt(g, f"gain_{k}", gain=True) for k in shown) + " |")
-    with open(os.path.join(report_dir, "summary.md"), "w") as f:
-        f.write("\n".join(md) + "\n")
-    from sweep_plots import plot_all
-    figures = plot_all(rows, groups, losses, accs, report_dir)
-    print(f"report: {len(rows)} runs -> {report_dir}/results.csv, summary.md, {', '.join(figures) or 'no figures'}")
-    return groups
 
 
 # ---- main -----------------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ def label(metric):
         return f"OOD {metric[4:]} loss"
     if metric == "mc_avg":
         return "downstream acc_norm (mean)"
+    if metric == "paper_avg":
+        return "downstream, the paper's 8-task average"
     return metric
 
 
@@ -123,7 +125,7 @@ def plot_id_vs_ood(groups, losses, accs, path):
         return None
     many_students = len({g["student"] for g in kd}) > 1
     names = [f"{g['teacher']}\nα={g['alpha']:g}" + (f"\n{g['student']}" if many_students else "") for g in kd]
-    panels = [losses] + ([["mc_avg"]] if "mc_avg" in accs else [])
+    panels = [losses] + [[m] for m in averages(accs)]
     fig, axes = plt.subplots(1, len(panels), figsize=(max(6, 0.9 * len(kd)) + 3 * (len(panels) - 1), 4),
                              squeeze=False, gridspec_kw={"width_ratios": [3] + [1] * (len(panels) - 1)})
     for ax, metrics in zip(axes[0], panels):
@@ -176,11 +178,16 @@ def human(n):
     return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}K"
 
 
+def averages(accs):
+    """The downstream average to draw: the paper's 8-task one where eval.py gave it, else the mean acc_norm."""
+    return ["paper_avg"] if "paper_avg" in accs else ["mc_avg"] if "mc_avg" in accs else []
+
+
 def plot_all(rows, groups, losses, accs, out_dir):
     oods = [m for m in losses if m.startswith("ood_")]
     gain_metrics = (["val"] * ("val" in losses) + (["ood_avg"] if "ood_avg" in oods else oods[:1])
-                    + ["mc_avg"] * ("mc_avg" in accs))
-    figures = [plot_alpha(groups, s, losses + ["mc_avg"] * ("mc_avg" in accs), os.path.join(out_dir, f"alpha_{s}.png"))
+                    + averages(accs))
+    figures = [plot_alpha(groups, s, losses + averages(accs), os.path.join(out_dir, f"alpha_{s}.png"))
                for s in sorted({g["student"] for g in groups})]
     figures += [
         plot_gain_vs(groups, "teacher_params", "teacher_tokens", gain_metrics,

@@ -4,8 +4,10 @@ grid expansion and the report's arithmetic on known numbers."""
 
 import csv
 import json
+import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 
 import sweep
+import sweep_report
 from configurator import apply_overrides
 from data.tokenfile import write_tokens
 
@@ -219,11 +222,13 @@ evals = {{"loss": ""}}
         fake_run(runs[f"s_small_a1_s{seed}"], 2.40 + shift, 2.70 + shift, acc=0.49)
         fake_run(runs[f"s_big_a0.3_s{seed}"], 2.10 + 2 * shift, 2.45 + shift, acc=0.53)
         # s_big_a1 never ran: the report covers what is done
-    rows = sweep.collect(list(runs.values()), g["evals"])
+    rows = sweep.collect(list(runs.values()), g["evals"])  # sweep.py's names for sweep_report's functions
     assert len(rows) == 2 + 8
     row = next(r for r in rows if r["name"] == "s_small_a0.3_s44")
     assert row["gain_val"] == pytest.approx(0.02) and row["gain_ood_x"] == pytest.approx(0.10)
+    assert row["gain_PPL:val"] == pytest.approx(math.exp(2.22) - math.exp(2.20))  # baseline − run, in perplexity
     assert row["gain_piqa_acc_norm"] == pytest.approx(0.02) and row["teacher_val"] == 2.5
+    assert row["gain_score:piqa"] == pytest.approx(0.02)  # no primary metric named: acc_norm
     assert row["teacher_tokens"] == 1000 and row["teacher_params"] < next(
         r for r in rows if r["name"] == "s_big_a0.3_s43")["teacher_params"]
     assert next(r for r in rows if r["name"] == "s_small_a1_s43")["gain_val"] == pytest.approx(-0.20)
@@ -231,7 +236,46 @@ evals = {{"loss": ""}}
     big = next(x for x in groups if x["teacher"] == "big" and x["alpha"] == 0.3)
     assert big["n"] == 2 and big["gain_val"] == pytest.approx(0.09)
     assert big["gain_val_std"] == pytest.approx(0.01414, abs=1e-4)
+    ppl = [math.exp(2.10), math.exp(2.14)]
+    gains = [math.exp(2.20) - math.exp(2.10), math.exp(2.22) - math.exp(2.14)]
     md = (tmp_path / "report" / "summary.md").read_text()
-    assert "| s | big | 0.3 |  | 2 | 2.120 ± 0.028" in md and "+0.090 ± 0.014" in md
+    assert "| student | teacher | α | variant | seeds | val PPL (ID) | x PPL | OOD mean PPL | piqa (acc_norm) | mc_avg |" in md
+    assert f"| s | big | 0.3 |  | 2 | {sum(ppl) / 2:.3f} ± {statistics.stdev(ppl):.3f} |" in md
+    assert f"| s | big | 0.3 |  | 2 | {sum(gains) / 2:+.3f} ± {statistics.stdev(gains):.3f} |" in md
     for fig in ("alpha_s.png", "gain_vs_teacher_size.png", "gain_vs_teacher_tokens.png", "gain_id_vs_ood.png"):
         assert (tmp_path / "report" / fig).stat().st_size > 1000, fig
+
+    # the same report rebuilt from its own results.csv
+    again = sweep_report.rows_from_csv(str(tmp_path / "report" / "results.csv"))
+    row2 = next(r for r in again if r["name"] == "s_small_a0.3_s44")
+    assert row2["gain_PPL:val"] == pytest.approx(row["gain_PPL:val"], rel=1e-3)
+    assert row2["teacher_tokens"] == 1000 and row2["alpha"] == 0.3
+
+
+def test_report_reads_the_paper_eval_format(tmp_path):
+    """eval.py's paper output: perplexity sets named ppl_<set> (the in-domain one names fineweb), a primary metric
+    per task, and paper_avg with what it left out. The report places each and computes gains on them."""
+    def run(name, fineweb, c4, hs, wg, avg):
+        out = tmp_path / name
+        out.mkdir()
+        (out / "final.json").write_text(json.dumps({"tokens_seen": 10, "eval": {}, "train_loss": 3.0, "minutes": 1}))
+        tasks = {"ppl_finewebedu": {"loss": fineweb, "ppl": math.exp(fineweb), "tokens": 9},
+                 "ppl_c4": {"loss": c4, "ppl": math.exp(c4), "tokens": 9},
+                 "hellaswag": {"acc": 0.3, "acc_norm": hs, "primary": "acc_norm"},
+                 "winogrande": {"acc": wg, "acc_norm": 0.1, "primary": "acc"}}
+        (out / "eval_paper.json").write_text(json.dumps(
+            {"tasks": tasks, "paper_avg": {"value": avg, "n": 7, "of": 8, "missing": ["mathqa"]}}))
+        return dict(name=name, kind="student", out_dir=str(out), student="s", teacher="" if "noKD" in name else "t",
+                    alpha=0.0 if "noKD" in name else 0.5, variant="", seed=43, model="tiny-64")
+    runs = [run("s_noKD_s43", 2.0, 3.0, 0.40, 0.50, 0.45), run("s_t_a0.5_s43", 1.9, 2.8, 0.42, 0.55, 0.47)]
+    rows = sweep_report.collect(runs, {"paper": ""})
+    kd = rows[1]
+    assert kd["score:winogrande"] == 0.55 and kd["metric:winogrande"] == "acc" and kd["score:hellaswag"] == 0.42
+    assert kd["PPL:ood_mean"] == pytest.approx(math.exp(2.8))  # only c4 is OOD; finewebedu is in-domain
+    assert kd["gain_paper_avg"] == pytest.approx(0.02) and kd["gain_PPL:ppl_c4"] == pytest.approx(math.exp(3) - math.exp(2.8))
+    sweep_report.write_report(rows, str(tmp_path / "report"), "p")
+    md = (tmp_path / "report" / "summary.md").read_text()
+    assert ("| ppl_finewebedu PPL (ID) | c4 PPL | OOD mean PPL | hellaswag (acc_norm) | winogrande (acc) | paper_avg |"
+            in md)
+    assert "| s | t | 0.5 |  | 1 | +0.703 | +3.641 | +3.641 | +0.020 | +0.050 | +0.020 |" in md
+    assert "paper_avg leaves out what could not run: mathqa." in md
