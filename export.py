@@ -33,13 +33,15 @@ SPECIAL_IDS = {"bytes": (256, 256), "gpt2": (50256, 50256), "llama3": (128000, 1
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def hf_config(model_config, tokenizer, dtype="float32"):
+def hf_config(model_config, tokenizer, dtype="float32", n_vocab=None):
     c = model_config
     bos, eos = SPECIAL_IDS[tokenizer]
     config = {
         "architectures": ["Qwen3ForCausalLM" if c["qk_norm"] else "LlamaForCausalLM"],
         "model_type": "qwen3" if c["qk_norm"] else "llama",
-        "vocab_size": c["vocab_size"],  # the model's rows, padding included: the logits' width
+        # only the tokenizer's rows: the logits' width is what lm-eval's softmax normalises over,
+        # so padding rows (never trained as targets, but not -inf) must not be there
+        "vocab_size": n_vocab or c["vocab_size"],
         "hidden_size": c["n_embd"],
         "intermediate_size": c["mlp_hidden"],
         "num_hidden_layers": c["n_layer"],
@@ -68,10 +70,13 @@ def hf_config(model_config, tokenizer, dtype="float32"):
     return config
 
 
-def hf_state_dict(state_dict, tied, dtype=torch.float32):
-    """Our names are HF's inside model.*; a tied lm_head is left out, as save_pretrained does."""
+def hf_state_dict(state_dict, tied, dtype=torch.float32, n_vocab=None):
+    """Our names are HF's inside model.*; a tied lm_head is left out, as save_pretrained does.
+    embed_tokens and lm_head keep only their first n_vocab rows (the tokenizer's; the rest is padding)."""
     out = {}
     for k, v in state_dict.items():
+        if k in ("embed_tokens.weight", "lm_head.weight") and n_vocab is not None:
+            v = v[:n_vocab]
         if k == "lm_head.weight":
             if tied:
                 continue
@@ -123,10 +128,11 @@ def export(ckpt, out_dir, dtype="float32", tokenizer_path=None, with_tokenizer=T
     if tok not in SPECIAL_IDS:
         raise CheckpointError(f"unknown tokenizer {tok!r} in the checkpoint; export knows {', '.join(SPECIAL_IDS)}")
     os.makedirs(out_dir, exist_ok=True)
-    tensors = hf_state_dict(clean_state_dict(ckpt["model"]), mc["tie_embeddings"], DTYPES[dtype])
+    n_vocab = ckpt.get("n_vocab") or mc["vocab_size"]
+    tensors = hf_state_dict(clean_state_dict(ckpt["model"]), mc["tie_embeddings"], DTYPES[dtype], n_vocab)
     save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(hf_config(mc, tok, dtype), f, indent=2)
+        json.dump(hf_config(mc, tok, dtype, n_vocab), f, indent=2)
     bos, eos = SPECIAL_IDS[tok]
     with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
         json.dump({"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": eos}, f, indent=2)
@@ -144,12 +150,12 @@ def export(ckpt, out_dir, dtype="float32", tokenizer_path=None, with_tokenizer=T
                 "llama3": "No tokenizer files were written: use Llama 3's, e.g. from meta-llama/Meta-Llama-3-8B.",
                 "bytes": "No tokenizer files were written: token ids are UTF-8 bytes (0-255), 256 is end-of-text.",
             }[tok]
-    n_vocab = ckpt.get("n_vocab")
     with open(os.path.join(out_dir, "README.md"), "w") as f:
         f.write(f"# nanokd export\n\nFrom `{src}`: step {ckpt.get('step')}, {ckpt.get('tokens_seen')} tokens seen, "
-                f"{config_name(mc)}, tokenizer `{tok}` ({n_vocab} tokens; the model's {mc['vocab_size']} logits "
-                f"include {mc['vocab_size'] - (n_vocab or mc['vocab_size'])} padding columns that were never "
-                f"trained as targets).\n\n{tokenizer_note}\n\nTraining documents were separated by the end-of-text "
+                f"{config_name(mc)}, tokenizer `{tok}` ({n_vocab} tokens). nanokd's model had "
+                f"{mc['vocab_size']} embedding rows; the {mc['vocab_size'] - n_vocab} padding rows were never "
+                f"trained as targets and are left out here, so the logits are exactly the tokenizer's "
+                f"{n_vocab} and a softmax over them is the one nanokd's eval.py takes.\n\n{tokenizer_note}\n\nTraining documents were separated by the end-of-text "
                 f"token (id {eos}) and no begin-of-text token was added, so prompts read most naturally after it.\n")
     return out_dir
 

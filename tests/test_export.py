@@ -52,8 +52,8 @@ def test_transformers_logits_match(variant, tmp_path):
     x = torch.randint(0, 257, (2, 50), generator=torch.Generator().manual_seed(1))
     theirs, hf = hf_logits(tmp_path, x)
     with torch.no_grad():
-        ours = model.logits(x)
-    assert theirs.shape == ours.shape == (2, 50, 264)
+        ours = model.logits(x)[..., :257]  # the export keeps the tokenizer's 257 rows of the model's 264
+    assert theirs.shape == ours.shape == (2, 50, 257)
     assert (theirs - ours).abs().max().item() <= 1e-4
     assert ours.std() > 0.5  # the comparison is between logits that vary, not near-zeros
 
@@ -77,7 +77,7 @@ def test_a_wrong_export_is_caught(tmp_path):
     x = torch.randint(0, 257, (1, 50), generator=torch.Generator().manual_seed(1))
     theirs, _ = hf_logits(tmp_path, x)
     with torch.no_grad():
-        assert (theirs - model.logits(x)).abs().max().item() > 1e-3
+        assert (theirs - model.logits(x)[..., :257]).abs().max().item() > 1e-3
 
 
 def test_bytes_tokenizer_and_folder_contents(tmp_path):
@@ -93,3 +93,30 @@ def test_bytes_tokenizer_and_folder_contents(tmp_path):
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path)
     assert hf.dtype == torch.bfloat16
     assert torch.equal(hf.model.norm.weight, model.norm.weight.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("variant", ["tied-mha", "untied-gqa"])
+def test_export_writes_only_the_tokenizers_rows(variant, tmp_path):
+    """lm-eval's log_softmax runs over every logit the HF model returns: with the padding rows
+    kept it would normalise over 7 columns nanokd's eval.py never sees. Planted in the model: padding
+    rows that would give those columns large logits, so keeping them would change every log-prob."""
+    model, ckpt = random_checkpoint(**VARIANTS[variant])
+    with torch.no_grad():
+        for name in ("embed_tokens.weight", "lm_head.weight"):
+            ckpt["model"][name][257:] = 3.0
+    model.load_state_dict(ckpt["model"])
+    export(ckpt, tmp_path, with_tokenizer=False)
+    assert json.loads((tmp_path / "config.json").read_text())["vocab_size"] == 257
+    from safetensors import safe_open
+    with safe_open(os.path.join(tmp_path, "model.safetensors"), "pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    assert shapes["model.embed_tokens.weight"] == (257, 48)
+    assert shapes.get("lm_head.weight", (257, 48)) == (257, 48)
+    x = torch.randint(0, 257, (1, 40), generator=torch.Generator().manual_seed(3))
+    theirs, _ = hf_logits(tmp_path, x)
+    with torch.no_grad():
+        full = model.logits(x)
+    ours = torch.log_softmax(full[..., :257], -1)  # what eval.py scores with
+    assert (torch.log_softmax(theirs, -1) - ours).abs().max().item() <= 1e-4
+    # negative control: the softmax over all 264 rows is measurably different
+    assert (torch.log_softmax(full, -1)[..., :257] - ours).abs().max().item() > 1e-2
