@@ -131,3 +131,68 @@ def test_bad_arguments(kwargs, match):
     s, t, y = make_inputs()
     with pytest.raises(ValueError, match=match):
         distill_loss(s, y, t, **kwargs)
+
+
+def _np_log_softmax(z):
+    z = z - z.max()
+    return z - np.log(np.exp(z).sum())
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0])
+def test_topk_variants_and_jsd_against_explicit_formulas(T):
+    """The authors' three top-k variants (MaxText/max_utils.py @1d40b1da19b381f402ac0707189c2872150e0cf9) and
+    JSD(β), written out row by row in numpy float64, independently of distill_loss's tensor code."""
+    s, t, y = make_inputs(seed=5)
+    sv, tv, yv = s[:, :V_REAL].numpy() / T, t[:, :V_REAL].numpy() / T, y.numpy()
+    rows = [i for i in range(N) if yv[i] != -100]
+    k, eps = 6, np.finfo(np.float32).eps
+    # rel=1e-11: both sides are float64 (u = 2^-53 ≈ 1.1e-16) through reductions of length V=37 and N=12, with
+    # terms up to ~30x the result (logits of scale 3/T against KL values ~0.5): 1.1e-16·(37+12)·30 ≈ 2e-13, x50 spare
+    want = {"teacher": [], "both": [], "bucket": [], "jsd": []}
+    beta = 0.3
+    for i in rows:
+        K = np.argsort(-tv[i])[:k]
+        out = np.setdiff1d(np.arange(V_REAL), K)
+        lp, lq = _np_log_softmax(sv[i]), _np_log_softmax(tv[i])
+        lq_k, lp_k = _np_log_softmax(tv[i][K]), _np_log_softmax(sv[i][K])   # renormalised over K
+        want["teacher"].append(np.sum(np.exp(lq_k) * (lq_k - lp[K])))
+        want["both"].append(np.sum(np.exp(lq_k) * (lq_k - lp_k)))
+        q_o, p_o = np.exp(lq[out]).sum(), np.exp(lp[out]).sum()
+        want["bucket"].append(np.sum(np.exp(lq[K]) * (lq[K] - lp[K]))
+                              + q_o * (np.log(max(q_o, eps)) - np.log(max(p_o, eps))))
+        p, q = np.exp(lp), np.exp(lq)
+        m = beta * q + (1 - beta) * p
+        want["jsd"].append(beta * np.sum(q * np.log(q / m)) + (1 - beta) * np.sum(p * np.log(p / m)))
+    for variant in ("teacher", "both", "bucket"):
+        _, _, kd = distill_loss(s, y, t, alpha=1.0, temperature=T, vocab_size=V_REAL, top_k=k, top_k_variant=variant)
+        assert kd.item() == pytest.approx(T * T * np.mean(want[variant]), rel=1e-11), variant
+    _, _, kd = distill_loss(s, y, t, alpha=1.0, temperature=T, vocab_size=V_REAL, kl="jsd", jsd_beta=beta)
+    assert kd.item() == pytest.approx(T * T * np.mean(want["jsd"]), rel=1e-11)
+    # the variants really differ (a check that could not tell them apart would pass any of them)
+    assert len({round(float(np.mean(v)), 6) for v in want.values()}) == 4
+
+
+def test_bucket_and_topk_edge_cases():
+    """k >= V keeps everything (their code: no truncation); top-k=1 'both' is 0 (one entry, both renormalised
+    to 1); a fraction is round(p·V) like the authors' grid, not int(p·V)."""
+    s, t, y = make_inputs(seed=6)
+    full = distill_loss(s, y, t, alpha=1.0, vocab_size=V_REAL)[2].item()
+    for variant in ("teacher", "both", "bucket"):
+        assert distill_loss(s, y, t, alpha=1.0, vocab_size=V_REAL, top_k=V_REAL, top_k_variant=variant)[2].item() \
+            == pytest.approx(full, rel=1e-12)
+    assert distill_loss(s, y, t, alpha=1.0, vocab_size=V_REAL, top_k=1, top_k_variant="both")[2].item() == 0.0
+    # 0.1 · 37 = 3.7: round gives 4, int would give 3
+    by_fraction = distill_loss(s, y, t, alpha=1.0, vocab_size=V_REAL, top_k=0.1)[2].item()
+    assert by_fraction == distill_loss(s, y, t, alpha=1.0, vocab_size=V_REAL, top_k=4)[2].item()
+    assert by_fraction != distill_loss(s, y, t, alpha=1.0, vocab_size=V_REAL, top_k=3)[2].item()
+
+
+def test_label_smoothing_with_teacher_against_formula():
+    """CE with smoothing ε: (1 − ε)·(−log p_y) + ε·mean_v(−log p_v) over the real vocabulary, beside a teacher."""
+    s, t, y = make_inputs(seed=7)
+    eps, alpha = 0.2, 0.5
+    _, ce, _ = distill_loss(s, y, t, alpha=alpha, vocab_size=V_REAL, label_smoothing=eps)
+    sv, yv = s[:, :V_REAL].numpy(), y.numpy()
+    vals = [-(1 - eps) * _np_log_softmax(sv[i])[yv[i]] - eps * _np_log_softmax(sv[i]).mean()
+            for i in range(N) if yv[i] != -100]
+    assert ce.item() == pytest.approx(np.mean(vals), rel=1e-12)
