@@ -10,6 +10,16 @@ on the same inputs:
              is the same loss as ours only at T = 1.
   floor      only the four unavoidable matmuls (teacher logits, student logits, dX, dW), chunked as the
              fused loss chunks them: what a perfect fused loss would cost
+  chunked    chunked_loss.chunked_linear_kd_ce (per-chunk autograd), forward KL; only when asked for
+
+--loss picks the losses (comma-separated). "forward" (the default) runs the contenders above; every other
+ablation runs two contenders, reference:<loss> (full logits + distill_loss + autograd) and chunked:<loss>
+(chunked_linear_kd_ce), and the summary gives chunked/reference time (median of per-round ratios) and memory:
+  reverse       reverse KL                         hard          T = 0: CE against the teacher's argmax
+  topk_teacher  top-k, teacher renormalised        topk_both     top-k, teacher and student renormalised
+  topk_bucket   top-k plus an OTHER bucket          jsd           JSD(β), --jsd_beta
+  smooth        label smoothing ε (--label_smoothing), no teacher: the paper's no-teacher control
+(top-k: --top_k, a count or a fraction of V; α and T from --alpha and --T.)
 
 Time: the median over --repeats rounds; each round runs every contender once, interleaved, so a
 machine whose load drifts (a shared CPU box) slows all contenders alike. Peak extra memory: on CUDA,
@@ -22,6 +32,7 @@ gradients included (every contender produces the same ones).
 
     python bench/bench_loss.py                                   # CPU defaults of DESIGN.md
     python bench/bench_loss.py --device=cuda --dtype=bfloat16 --N=16384 --V=128256 --H_s=2048 --H_t=4096
+    python bench/bench_loss.py --loss=reverse,hard,topk_teacher,topk_both,topk_bucket,smooth,jsd --repeats=3
 """
 
 import argparse
@@ -38,6 +49,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import chunked_loss  # noqa: E402
 import fused_kd  # noqa: E402
 from distill_loss import distill_loss  # noqa: E402
 
@@ -60,6 +72,11 @@ parser.add_argument("--num_warps", type=int, default=None, help="override fused_
 parser.add_argument("--rows_per_group", type=int, default=None, help="override fused_kd.CPU_ROWS_PER_GROUP")
 parser.add_argument("--peak_tflops", type=float, default=None, help="device bf16 dense peak; default from a table")
 parser.add_argument("--no_memory", action="store_true", help="skip the memory measurement")
+parser.add_argument("--loss", default="forward", help="comma-separated: forward (fused contenders) and/or "
+                    "ablations, each chunked vs reference: reverse,hard,topk_teacher,topk_both,topk_bucket,smooth,jsd")
+parser.add_argument("--top_k", type=float, default=0.05, help="top-k ablations: a count, or a fraction of V (round(p·V))")
+parser.add_argument("--label_smoothing", type=float, default=0.1, help="the smooth ablation's ε")
+parser.add_argument("--jsd_beta", type=float, default=0.5)
 parser.add_argument("--out", default=None, help="JSON path; default bench/results/loss_<device>_<date>.json")
 parser.add_argument("--_memory_child", default=None, help=argparse.SUPPRESS)
 args = parser.parse_args()
@@ -144,14 +161,56 @@ def run_floor():
     return None
 
 
-contenders = {"reference": run_reference, "torch": lambda: run_fused("torch"), "floor": run_floor}
-if dev.type == "cuda" and fused_kd.HAS_TRITON:
-    contenders["triton"] = lambda: run_fused("triton")
-if liger_kernel is not None:
-    contenders["liger"] = run_liger
-wanted = [c for c in args.contenders.split(",") if c]
-skipped = {c: ("CUDA only" if c == "triton" else "liger_kernel not installed") for c in wanted if c not in contenders}
-contenders = {c: contenders[c] for c in wanted if c in contenders}
+# The ablations: distill_loss keyword arguments each (a dict literal; "teacher": False = CE only)
+base = dict(alpha=args.alpha, temperature=args.T)
+ABLATIONS = {
+    "reverse": dict(base, kl="reverse"),
+    "hard": dict(base, temperature=0.0),
+    "topk_teacher": dict(base, top_k=args.top_k, top_k_variant="teacher"),
+    "topk_both": dict(base, top_k=args.top_k, top_k_variant="both"),
+    "topk_bucket": dict(base, top_k=args.top_k, top_k_variant="bucket"),
+    "smooth": dict(label_smoothing=args.label_smoothing, teacher=False),
+    "jsd": dict(base, kl="jsd", jsd_beta=args.jsd_beta),
+}
+losses_wanted = [name for name in args.loss.split(",") if name]
+for name in losses_wanted:
+    if name != "forward" and name not in ABLATIONS:
+        parser.error(f"--loss: unknown {name!r}; choose from forward,{','.join(ABLATIONS)}")
+chunked_chunk = args.chunk_size or chunked_loss.default_chunk_size(args.N, args.V, dev)
+
+
+def run_ablation(kind, opts):
+    opts = dict(opts)
+    teacher = opts.pop("teacher", True)
+    if kind == "reference":
+        s = x_s @ w_s.T
+        with torch.no_grad():
+            t = x_t @ w_t.T if teacher else None
+        loss = distill_loss(s, y, t, **opts)[0]
+    else:
+        loss = chunked_loss.chunked_linear_kd_ce(x_s, w_s, y, *((x_t, w_t) if teacher else (None, None)),
+                                                 chunk_size=chunked_chunk, **opts)[0]
+    loss.backward()
+    return loss
+
+
+contenders = {}
+if "forward" in losses_wanted:
+    contenders = {"reference": run_reference, "torch": lambda: run_fused("torch"), "floor": run_floor,
+                  "chunked": lambda: run_ablation("chunked", base)}
+    if dev.type == "cuda" and fused_kd.HAS_TRITON:
+        contenders["triton"] = lambda: run_fused("triton")
+    if liger_kernel is not None:
+        contenders["liger"] = run_liger
+    wanted = [c for c in args.contenders.split(",") if c]
+    skipped = {c: ("CUDA only" if c == "triton" else "liger_kernel not installed") for c in wanted if c not in contenders}
+    contenders = {c: contenders[c] for c in wanted if c in contenders}
+else:
+    skipped = {}
+for name in losses_wanted:
+    if name != "forward":
+        for kind in ("reference", "chunked"):
+            contenders[f"{kind}:{name}"] = (lambda kind=kind, opts=ABLATIONS[name]: run_ablation(kind, opts))
 
 
 def sync():
@@ -258,7 +317,8 @@ for name in contenders:
     }
 
 ref_mem = memory.get("reference")
-print(f"{'contender':<10} {'median s':>9} {'min s':>8} {'x floor':>8} {'peak extra':>11} {'vs ref mem':>10} "
+w = max(10, *(len(n) for n in results))
+print(f"{'contender':<{w}} {'median s':>9} {'min s':>8} {'x floor':>8} {'peak extra':>11} {'vs ref mem':>10} "
       f"{'TFLOP/s':>8} {'% peak':>7} {'loss':>10}")
 for name, r in results.items():
     mem, pct, loss = r["peak_extra_bytes"], r["pct_of_bf16_peak"], r["loss"]
@@ -266,18 +326,44 @@ for name, r in results.items():
     vs_ref = f"1/{ref_mem / mem:.1f}" if mem and ref_mem else "-"
     pct_s = f"{pct:.1f}" if pct else "-"
     loss_s = f"{loss:.5f}" if loss is not None else "-"
-    print(f"{name:<10} {r['time_median_s']:9.3f} {r['time_min_s']:8.3f} {r['ratio_to_floor'] or float('nan'):8.2f} "
+    print(f"{name:<{w}} {r['time_median_s']:9.3f} {r['time_min_s']:8.3f} {r['ratio_to_floor'] or float('nan'):8.2f} "
           f"{mem_s:>11} {vs_ref:>10} {r['tflops']:8.2f} {pct_s:>7} {loss_s:>10}")
 print(f"x floor: median over rounds of (time / the same round's floor time). Load average before/after: "
       f"{load_before[0]:.1f} / {load_after[0]:.1f} (other processes shared the machine if well above 0)")
+
+# Each ablation: chunked against its own full-logit reference. Targets (issue 10): memory <= 1/8, time <= 1.
+ablations = {}
+for name in losses_wanted:
+    c, r = f"chunked:{name}", f"reference:{name}"
+    if name == "forward" or c not in times or r not in times:
+        continue
+    mem_c, mem_r = memory.get(c), memory.get(r)
+    ablations[name] = {
+        "options": ABLATIONS[name], "chunk_size": chunked_chunk,
+        "time_ratio": statistics.median(a / b for a, b in zip(times[c], times[r])),   # paired, per round
+        "time_ratio_min": min(times[c]) / min(times[r]),
+        "memory_fraction": mem_c / mem_r if mem_c and mem_r else None,
+        "loss_rel_diff": abs(losses[c] - losses[r]) / max(abs(losses[r]), 1e-30),
+    }
+    a = ablations[name]
+    a["meets_targets"] = a["time_ratio"] <= 1.0 and (a["memory_fraction"] is None or a["memory_fraction"] <= 1 / 8)
+if ablations:
+    print(f"{'ablation':<13} {'time chunked/ref':>16} {'(min/min)':>9} {'memory chunked/ref':>18} {'loss rel diff':>13} targets")
+    for name, a in ablations.items():
+        frac = a["memory_fraction"]
+        mem_s = f"1/{1 / frac:.1f}" if frac else "-"
+        print(f"{name:<13} {a['time_ratio']:16.3f} {a['time_ratio_min']:9.3f} {mem_s:>18} {a['loss_rel_diff']:13.1e} "
+              f"{'met' if a['meets_targets'] else 'MISSED'}")
+    print("targets: time <= the reference (median over rounds of the paired ratio), peak memory <= 1/8 of it")
 
 def git_commit():
     try:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "fused_kd.py", "bench/bench_loss.py"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "fused_kd.py", "chunked_loss.py", "distill_loss.py",
+                                "bench/bench_loss.py"], cwd=root,
                                capture_output=True, text=True).stdout.strip()
-        return commit + (" (fused_kd.py or bench_loss.py modified)" if dirty else "")
+        return commit + (" (a loss file or bench_loss.py modified)" if dirty else "")
     except OSError:
         return None
 
@@ -296,6 +382,7 @@ record = {
     "memory_method": "cuda max_memory_allocated delta" if dev.type == "cuda" else
                      "fresh subprocess per contender: VmHWM after clear_refs minus VmRSS before, MALLOC_MMAP_THRESHOLD_=65536",
     "results": results,
+    "ablations": ablations,
 }
 out = args.out
 if out is None:
