@@ -166,7 +166,8 @@ def loglikelihoods(model, requests, *, n_vocab, block_size, batch_tokens=8192, d
         b_idx, t_idx, targets, owner = (torch.tensor(v, device=device) for v in (b_idx, t_idx, targets, owner))
         with autocast:
             h = model(x.to(device))
-        logp = F.log_softmax((h[b_idx, t_idx] @ w.T.to(h.dtype)).float(), dim=-1)
+        logits = h[b_idx, t_idx] @ w.T.to(h.dtype)
+        logp = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)  # fp32 at least
         token_lp = logp.gather(1, targets[:, None])[:, 0].double()
         sums = torch.zeros(len(reqs), dtype=torch.float64, device=device).index_add_(0, owner, token_lp)
         for i, ll in zip(reqs, sums.tolist()):

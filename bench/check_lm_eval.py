@@ -13,7 +13,7 @@ What it does, all offline:
      choices, metrics) and points it at those files with `dataset_path: json` -- the only change.
      The wheel has no train split, so the yaml also sets `training_split: null`: lm-eval then draws few-shot
      examples from validation (k+1, minus the document: its rule when the pool holds it), as eval.py does offline;
-  4. lm-eval's simple_evaluate runs with its HF model class (--model hf) on CPU in float32, and its
+  4. lm-eval's simple_evaluate runs with its HF model class (--model hf) on CPU in float64 (--dtype), and its
      per-sample log-likelihoods and its acc / acc_norm are compared with eval.py's.
 Printed per task: prompt agreement, prediction agreement (acc and acc_norm), max |Δ loglikelihood| over
 every choice, and how many examples eval.py refused (a continuation longer than block_size: lm-eval
@@ -66,11 +66,11 @@ RUNNER = r'''
 import json, sys
 import lm_eval
 from lm_eval.tasks import TaskManager
-export, yaml_dir, out, spec = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+export, yaml_dir, out, spec, dtype = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5]
 tm = TaskManager(include_path=yaml_dir)
 res = {}
 for task, docs in spec.items():
-    r = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={export},dtype=float32", tasks=[task],
+    r = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={export},dtype={dtype}", tasks=[task],
                                 samples={task: docs}, task_manager=tm, device="cpu", batch_size=16,
                                 log_samples=True)
     res[task] = {"metrics": r["results"][task], "max_length": None,
@@ -104,6 +104,10 @@ def main(argv=None):
     ap.add_argument("--tasks", default="hellaswag,winogrande")
     ap.add_argument("--limit", type=int, default=500, help="lm-eval's first N of each task")
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                    help="both models' dtype. float64 (default) shows the scoring is the same computation; "
+                         "float32 adds the two implementations' rounding (HF eager attention vs SDPA, other "
+                         "matmul orders): ~eps32 x |ll| per example, 1e-4 at |ll| ~ 700 (256 byte-level tokens)")
     args = ap.parse_args(argv)
 
     import torch
@@ -117,7 +121,7 @@ def main(argv=None):
     root = subprocess.run([py, "-c", "import lm_eval, os; print(os.path.dirname(lm_eval.__file__))"],
                           capture_output=True, text=True, check=True).stdout.strip()
     ckpt = load_checkpoint(args.ckpt)
-    model = model_from_checkpoint(ckpt, "cpu").eval()
+    model = model_from_checkpoint(ckpt, "cpu").eval().to(getattr(torch, args.dtype))
     tok = get_tokenizer(ckpt["tokenizer"], (ckpt.get("config") or {}).get("tokenizer_path"))
     block_size = model.config.block_size
     tasks = [t.strip() for t in args.tasks.split(",")]
@@ -150,7 +154,7 @@ def main(argv=None):
 
     out = os.path.join(work, "lm_eval.json")
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    r = subprocess.run([py, "-c", RUNNER, os.path.join(work, "hf"), work, out, json.dumps(spec)], env=env,
+    r = subprocess.run([py, "-c", RUNNER, os.path.join(work, "hf"), work, out, json.dumps(spec), args.dtype], env=env,
                        capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"lm-eval failed:\n{r.stderr[-4000:]}")
@@ -158,7 +162,7 @@ def main(argv=None):
 
     ok = True
     print(f"\n{args.ckpt}: tokenizer {tok.name}, block_size {block_size}, lm-eval {LM_EVAL.split('==')[1]}, "
-          f"first {args.limit} examples per task")
+          f"first {args.limit} examples per task, {args.dtype}")
     print(f"{'task':12s} {'shots':>5s} {'n':>5s} {'refused':>7s} {'prompts':>8s} {'acc agree':>10s} "
           f"{'acc_norm agree':>14s} {'max|Δll|':>10s}   acc (ours / lm-eval)")
     for task in tasks:
