@@ -31,8 +31,8 @@ from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, 
 from configurator import ConfigError, apply_overrides
 from distill_loss import check_kd_args, distill_loss
 from model import GPT, config_from_preset
-from parallel import (apply_fsdp, find_sharded, full_model_state_dict, load_sharded, save_sharded, set_grad_sync,
-                      to_number, wrap_ddp)
+from parallel import (apply_fsdp, exit_cleanly, find_sharded, full_model_state_dict, load_sharded, save_sharded,
+                      set_grad_sync, to_number, wrap_ddp)
 
 # -----------------------------------------------------------------------------
 # defaults
@@ -75,6 +75,8 @@ weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0
+optim = "adamw"                    # or "sgd": plain SGD, no momentum. Tests compare runs with it, because Adam's
+                                   # division by √v turns a rounding-level gradient difference into a visible step
 # system
 device = "auto"                    # "auto", "cpu", "cuda"
 dtype = "auto"                     # "auto" = bfloat16 autocast on GPUs that have it, else float32
@@ -91,6 +93,8 @@ try:
         check_kd_args(alpha_end, temperature)
     if loss_impl not in ("fused", "reference"):
         raise ConfigError(f"loss_impl must be 'fused' or 'reference', got {loss_impl!r}")
+    if optim not in ("adamw", "sgd"):
+        raise ConfigError(f"optim must be 'adamw' or 'sgd', got {optim!r}")
     if parallel not in ("ddp", "fsdp"):
         raise ConfigError(f"parallel must be 'ddp' or 'fsdp', got {parallel!r}")
     if alpha > 0 and not teacher_ckpt and not dry_run:
@@ -207,7 +211,10 @@ if fsdp:
     apply_fsdp(raw_model, param_dtype=half)  # before the optimizer, so it holds the shards
     if teacher is not None and fsdp_teacher:
         apply_fsdp(teacher, param_dtype=half)
-optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+if optim == "sgd":
+    optimizer = torch.optim.SGD(raw_model.parameters(), lr=learning_rate)
+else:
+    optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 step, tokens_seen = 0, 0
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 sharded_dir = os.path.join(out_dir, "ckpt_sharded")  # FSDP's resumable checkpoint; ckpt.pt is then model-only
@@ -250,7 +257,7 @@ if use_fused and not_in_kernel:
     use_fused = False
 if use_fused:
     from fused_kd import fused_linear_kd_ce
-top_k_count = (int(top_k * n_vocab) if top_k < 1 else int(top_k)) if top_k > 0 else None
+top_k_count = (round(top_k * n_vocab) if top_k < 1 else int(top_k)) if top_k > 0 else None  # round(p·V), as the paper
 
 
 def alpha_at(it):
@@ -334,6 +341,10 @@ def request_stop(signum, frame):
 
 
 signal.signal(signal.SIGTERM, request_stop)
+# Test-only: NANOKD_TEST_SIGNAL="SIGKILL@23" makes every process send itself that signal right after step 23,
+# so the fault tests interrupt a run at a known step on any machine, however fast its steps are.
+_test_signal, _, _test_signal_step = os.environ.get("NANOKD_TEST_SIGNAL", "").partition("@")
+_test_signal = getattr(signal, _test_signal) if _test_signal else None
 
 # ---- the run directory records what produced it --------------------------------
 commit = git_commit()
@@ -359,6 +370,16 @@ def record(entry):
         if wandb_run is not None:
             try:
                 wandb_run.log(entry, step=entry["step"])
+            except Exception:
+                pass
+
+
+def finish_logging():
+    if master:
+        log_file.close()
+        if wandb_run is not None:
+            try:
+                wandb_run.finish()
             except Exception:
                 pass
 
@@ -411,6 +432,8 @@ while step < total_iters:
     step += 1
     tokens_seen += batch_tokens
     record({"step": step, "loss": loss_f, "ce": ce_f, "kd": kd_f, "lr": lr, "alpha": a, "grad_norm": grad_norm})
+    if _test_signal is not None and step == int(_test_signal_step):
+        os.kill(os.getpid(), _test_signal)
 
     if step == first_step + 1:  # throughput leaves out the first step: compilation, allocator warm-up
         t_start, t_last, step_last, tokens_at_start = time.time(), time.time(), step, tokens_seen
@@ -425,8 +448,9 @@ while step < total_iters:
     if stop_flag > 0:
         save(" (stop requested)")
         log(f"stopped by signal at step {step}; continue with --resume=True")
+        finish_logging()
         if ddp:
-            dist.destroy_process_group()
+            exit_cleanly(143)
         sys.exit(143)
 
 final = run_eval()
@@ -437,5 +461,6 @@ if master:
     with open(os.path.join(out_dir, "final.json"), "w") as f:
         json.dump({"step": step, "tokens_seen": tokens_seen, "eval": final, "train_loss": loss_f,
                    "minutes": (time.time() - t_run) / 60}, f, indent=2)
+finish_logging()
 if ddp:
-    dist.destroy_process_group()
+    exit_cleanly(0)

@@ -1,7 +1,9 @@
 """train.py end to end on tiny byte-level models: equivalences that must hold exactly
 (teacher at α=0, DDP vs one process, kill-and-resume) and clear errors for bad input."""
 
+import glob
 import json
+import math
 import os
 import signal
 import subprocess
@@ -42,6 +44,64 @@ def curve(out_dir):
     return recs
 
 
+
+# ---- comparing two runs -------------------------------------------------------------------------------------
+# Two runs with the same math summed in another order (fused vs reference loss, 2 ranks vs 1, other numbers of
+# micro-steps, compiled vs eager) agree only to rounding, so each comparison needs a bound that holds on every
+# machine (another CPU, BLAS, thread count or SIMD width changes every summation order):
+#
+# - Rounding of one step, fp32 (u = 2^-24 ≈ 6e-8). A gradient element of these tiny models is a chain of
+#   ~20 reductions of length ≤ 64-256 (2 blocks) plus the softmax over 257 and the sum over 256 tokens: the
+#   worst-case linear bound on its error is ≈ (20·64 + 257 + 256)·u ≈ 1.1e-4 of the magnitudes it sums.
+#   Norm-wise against the gradient itself, allow the cancellation of a mean over 256 tokens of mixed
+#   sign (a factor ≈ √256 = 16): 1.7e-3.
+# - Growth over steps. With AdamW none of this holds: m/(√v + ε) makes a parameter whose gradient is near zero
+#   move by ~lr whatever its sign, so a rounding-level gradient difference becomes a step difference of
+#   order lr (seen: 2e-5 after 8 steps on another machine). So these runs use plain SGD (--optim=sgd), where
+#   the weight difference after k steps is Σ lr·δg_t amplified by at most (1 + lr·λ_max)^k; with lr = 0.05,
+#   k ≤ 8 and the curvature of a tiny model at init (λ_max of a few) that factor is below 4.
+# Hence the weight updates agree to UPDATE_RTOL = 1.7e-3 · 4 ≈ 7e-3 → 1e-2 (per tensor, relative to the norm
+# of that tensor's update). A real bug (a mis-scaled micro-step, a wrong α or T², the teacher wired to the
+# wrong model) changes updates by tens of percent.
+# Losses at the same weights are sums of positive terms (no cancellation): 1.1e-4 relative, stated as 2e-4;
+# after step 1 they also move with the weights, by at most UPDATE_RTOL of how far the loss itself has moved.
+UPDATE_RTOL = 1e-2
+LOSS_RTOL = 2e-4
+SGD = ["--optim=sgd", "--learning_rate=0.05", "--warmup_frac=0.0"]
+
+
+def initial_student(out_dir):
+    """A run's freshly initialised student: train.py seeds torch with `seed` just before building it."""
+    from model import GPT, GPTConfig
+    cfg = json.load(open(os.path.join(out_dir, "config.json")))
+    torch.manual_seed(cfg["config"]["seed"])
+    return GPT(GPTConfig(**cfg["model_config"])).state_dict()
+
+
+def assert_same_updates(init, path_a, path_b, rtol=UPDATE_RTOL):
+    """Per tensor: ‖w_a − w_b‖ ≤ rtol·‖w_a − w_init‖; a failure names the worst tensor and its ratio."""
+    a, b = load_checkpoint(str(path_a))["model"], load_checkpoint(str(path_b))["model"]
+    assert sorted(a) == sorted(b)
+    ratios = {}
+    for k in a:
+        update = (a[k].double() - init[k].double()).norm().item()
+        assert update > 0, f"{k} never moved: the comparison would be empty"
+        ratios[k] = (a[k].double() - b[k].double()).norm().item() / update
+    worst = max(ratios, key=ratios.get)
+    assert ratios[worst] <= rtol, f"weights differ beyond rounding: {worst} by {ratios[worst]:.2e} of its update (bound {rtol})"
+
+
+def assert_same_curves(a, b, keys=("loss", "ce", "kd")):
+    assert sorted(a) == sorted(b), (sorted(a), sorted(b))
+    first = min(a)
+    for step in a:
+        for key in keys:
+            moved = abs(a[step][key] - a[first][key])
+            bound = LOSS_RTOL * abs(a[step][key]) + UPDATE_RTOL * moved + 1e-7
+            diff = abs(a[step][key] - b[step][key])
+            assert diff <= bound, f"step {step} {key}: {a[step][key]} vs {b[step][key]} (differ by {diff:.2e}, bound {bound:.2e})"
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """Byte-level token files made from Python's own docs text: in-domain split plus one OOD split."""
@@ -78,58 +138,68 @@ def test_alpha_zero_with_teacher_equals_no_teacher(data_dir, teacher_ckpt, tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_kd_changes_training(data_dir, teacher_ckpt, tmp_path):
-    common = [*TINY, f"--data_dir={data_dir}", "--max_iters=6", "--eval_interval=1000", "--loss_impl=reference"]
-    train(*common, f"--out_dir={tmp_path / 'kd'}", f"--teacher_ckpt={teacher_ckpt}", "--alpha=0.5")
-    train(*common, f"--out_dir={tmp_path / 'plain'}")
-    assert curve(tmp_path / "kd")[6]["loss"] != curve(tmp_path / "plain")[6]["loss"]
-
-
 def test_ddp_two_ranks_with_accumulation_equal_one_process(data_dir, teacher_ckpt, tmp_path):
-    # global batch 4 sequences × 32 × 2 accumulation; one process takes all 4 per micro-step, each rank 2
-    common = [*TINY, f"--data_dir={data_dir}", "--max_iters=6", "--eval_interval=3", "--batch_tokens=256",
+    # one global batch of 8 sequences × 32 a step, cut three ways: 1 process × 4 micro-steps of 2,
+    # 1 process × 1 micro-step of 8, and 2 ranks × 1 micro-step of 4 (the loader gives every split the same windows)
+    common = [*TINY, *SGD, f"--data_dir={data_dir}", "--max_iters=6", "--eval_interval=3", "--batch_tokens=256",
               f"--teacher_ckpt={teacher_ckpt}", "--alpha=0.5"]
-    train(*common, "--batch_size=4", f"--out_dir={tmp_path / 'one'}", "--block_size=32")
-    train(*common, "--batch_size=2", f"--out_dir={tmp_path / 'two'}", torchrun=2)
-    cfg = json.load(open(tmp_path / "two" / "config.json"))
-    assert cfg["world_size"] == 2 and cfg["grad_accum_steps"] == 2
-    one, two = curve(tmp_path / "one"), curve(tmp_path / "two")
-    for step in one:
-        assert abs(one[step]["loss"] - two[step]["loss"]) < 1e-5, (step, one[step], two[step])
-    a = load_checkpoint(str(tmp_path / "one" / "ckpt.pt"))["model"]
-    b = load_checkpoint(str(tmp_path / "two" / "ckpt.pt"))["model"]
-    # the same data and math; only the order of floating-point sums differs between the two
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+    train(*common, "--batch_size=2", f"--out_dir={tmp_path / 'accum'}")
+    train(*common, "--batch_size=8", f"--out_dir={tmp_path / 'one'}")
+    train(*common, "--batch_size=4", f"--out_dir={tmp_path / 'two'}", torchrun=2)
+    for name, accum, world in (("accum", 4, 1), ("one", 1, 1), ("two", 1, 2)):
+        cfg = json.load(open(tmp_path / name / "config.json"))
+        assert (cfg["grad_accum_steps"], cfg["world_size"]) == (accum, world), name
+    init = initial_student(tmp_path / "one")
+    for other in ("accum", "two"):
+        assert_same_curves(curve(tmp_path / "one"), curve(tmp_path / other))
+        assert_same_updates(init, tmp_path / "one" / "ckpt.pt", tmp_path / other / "ckpt.pt")
+
+
+def run_interrupted(common, out_dir, signal_at, torchrun=0):
+    """Start a run that sends itself `signal_at` ("SIGKILL@23": after step 23) on every rank; return its process."""
+    return train(*common, f"--out_dir={out_dir}", expect_ok=False, torchrun=torchrun,
+                 env_extra={"NANOKD_TEST_SIGNAL": signal_at})
+
+
+def assert_resumed_exactly(straight, resumed, resumed_from, proc):
+    """The resumed run said where it resumed, and its curve and weights are bit-identical to the straight run's:
+    both ran on this machine with the same thread count, so every sum was done in the same order."""
+    assert f"resumed {resumed / 'ckpt.pt'} at step {resumed_from} " in proc.stdout, proc.stdout[-2000:]
+    a, b = curve(straight), curve(resumed)
+    assert sorted(a) == sorted(b)
+    for step in a:
+        assert a[step]["loss"] == b[step]["loss"], (step, a[step], b[step])
+    wa = load_checkpoint(str(straight / "ckpt.pt"))["model"]
+    wb = load_checkpoint(str(resumed / "ckpt.pt"))["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])]
 
 
 def test_sigkill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
     common = [*TINY, f"--data_dir={data_dir}", "--max_iters=30", "--eval_interval=10"]
     train(*common, f"--out_dir={tmp_path / 'straight'}")
-    # start the same run, kill -9 it once it is past its step-20 checkpoint, then resume
     killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *common, f"--out_dir={killed}"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if os.path.exists(killed / "log.jsonl") and max(curve(killed), default=0) >= 23:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    last = max(curve(killed))
-    assert 23 <= last < 30, f"the kill should land mid-run, after the step-20 checkpoint (last step {last})"
+    proc = run_interrupted(common, killed, "SIGKILL@23")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert max(curve(killed)) == 23  # killed mid-run, three steps past its step-20 checkpoint
     assert load_checkpoint(str(killed / "ckpt.pt"))["step"] == 20
-    train(*common, f"--out_dir={killed}", "--resume=True")
-    straight, resumed = curve(tmp_path / "straight"), curve(killed)
-    assert sorted(resumed) == list(range(1, 31))
-    for step in straight:
-        assert straight[step]["loss"] == resumed[step]["loss"], step
-    a = load_checkpoint(str(tmp_path / "straight" / "ckpt.pt"))["model"]
-    b = load_checkpoint(str(killed / "ckpt.pt"))["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    proc = train(*common, f"--out_dir={killed}", "--resume=True")
+    assert_resumed_exactly(tmp_path / "straight", killed, 20, proc)
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_sigterm_checkpoints_exits_143_and_resumes_exactly(data_dir, tmp_path, world):
+    # a scheduler's preemption: the signal lands during step 14 (sent at the end of step 13); the run finishes
+    # that step, checkpoints at 14 (between the step-10 and step-20 evals) and exits 143
+    common = [*TINY, f"--data_dir={data_dir}", "--max_iters=24", "--eval_interval=10", f"--batch_size={4 // world}"]
+    train(*common, f"--out_dir={tmp_path / 'straight'}", torchrun=world if world > 1 else 0)
+    stopped = tmp_path / "stopped"
+    proc = run_interrupted(common, stopped, "SIGTERM@13", torchrun=world if world > 1 else 0)
+    assert proc.returncode in ((143,) if world == 1 else (1, 143)), (proc.returncode, proc.stderr[-2000:])
+    assert "stopped by signal at step 14" in proc.stdout, proc.stdout[-2000:]
+    assert max(curve(stopped)) == 14
+    assert load_checkpoint(str(stopped / "ckpt.pt"))["step"] == 14
+    proc = train(*common, f"--out_dir={stopped}", "--resume=True", torchrun=world if world > 1 else 0)
+    assert_resumed_exactly(tmp_path / "straight", stopped, 14, proc)
 
 
 def test_crash_during_checkpoint_write_keeps_previous(tmp_path):
@@ -203,17 +273,103 @@ def test_dry_run_of_the_headline_config_prints_the_plan():
 
 
 def test_fused_and_reference_losses_give_the_same_training_curve(data_dir, teacher_ckpt, tmp_path):
-    # through train.py under DDP (2 ranks) with 2 micro-steps of accumulation, KD at T=2
-    common = [*TINY, f"--data_dir={data_dir}", "--batch_size=2", "--max_iters=8", "--eval_interval=1000",
+    # through train.py under DDP (2 ranks) with 2 micro-steps of accumulation, KD at T=2; bounds: see UPDATE_RTOL
+    common = [*TINY, *SGD, f"--data_dir={data_dir}", "--batch_size=2", "--max_iters=8", "--eval_interval=1000",
               f"--teacher_ckpt={teacher_ckpt}", "--alpha=0.5", "--temperature=2.0"]
     train(*common, f"--out_dir={tmp_path / 'ref'}", "--loss_impl=reference", torchrun=2)
     train(*common, f"--out_dir={tmp_path / 'fused'}", "--loss_impl=fused", torchrun=2)
     ref, fused = curve(tmp_path / "ref"), curve(tmp_path / "fused")
-    assert sorted(ref) == sorted(fused) == list(range(1, 9))
-    for step in ref:  # same math in another order: fp32 agreement to ~1e-6, stated as 1e-5
-        for key in ("loss", "ce", "kd"):
-            assert abs(ref[step][key] - fused[step][key]) < 1e-5 * max(1.0, abs(ref[step][key])), (step, key)
-    a = load_checkpoint(str(tmp_path / "ref" / "ckpt.pt"))["model"]
-    b = load_checkpoint(str(tmp_path / "fused" / "ckpt.pt"))["model"]
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert sorted(ref) == list(range(1, 9))
+    assert_same_curves(ref, fused)
+    assert_same_updates(initial_student(tmp_path / "ref"), tmp_path / "ref" / "ckpt.pt", tmp_path / "fused" / "ckpt.pt")
+
+
+# ---- every option that reaches the loss, checked end to end -------------------------------------------------
+# At step 1 the student is its fresh initialisation, so the ce and kd train.py logs can be recomputed here, in
+# float64, from the teacher checkpoint, that initial student and the first batch, with the loss written out
+# below (not distill_loss.py). Bound: train.py computes in fp32; each logit of these tiny models sums ≤ 64
+# products of O(1)·0.02-sized terms after ~20 reductions of length ≤ 256, an error ≲ 1e-5 absolute; CE and KD
+# are Lipschitz in the logits with constant ≤ 2 and ≤ 2T² (T·‖pT − qT‖₁ ≤ 2T per logit, times T for the
+# teacher's side at T) in the max-norm, and the mean over tokens adds ~1e-6 of the value; so CE and KD are good
+# to ≈ 4e-5·max(1, T²): stated as 1e-4·max(1, T²).
+
+def float64_losses(teacher_path, student_state, model_config, x, y, *, temperature, kl, top_k, label_smoothing,
+                   n_vocab=257):
+    from model import GPT, GPTConfig
+    student = GPT(GPTConfig(**model_config)).double()
+    student.load_state_dict({k: v.double() for k, v in student_state.items()})
+    with torch.no_grad():
+        s = student.logits(x).double()[..., :n_vocab].reshape(-1, n_vocab)
+        teacher = None
+        if teacher_path:
+            ck = load_checkpoint(teacher_path)
+            teacher = GPT(GPTConfig(**ck["model_config"])).double()
+            teacher.load_state_dict({k: v.double() for k, v in ck["model"].items()})
+            t = teacher.logits(x).double()[..., :n_vocab].reshape(-1, n_vocab)
+    y = y.reshape(-1)
+    log_p = s.log_softmax(-1)
+    nll = -log_p[torch.arange(len(y)), y]
+    ce = ((1 - label_smoothing) * nll - label_smoothing * log_p.mean(-1)).mean().item()
+    if teacher is None:
+        return ce, 0.0
+    T = temperature
+    if T == 0:  # the teacher's argmax is the label
+        return ce, (-log_p[torch.arange(len(y)), t.argmax(-1)]).mean().item()
+    log_pT = (s / T).log_softmax(-1)
+    log_qT = (t / T).log_softmax(-1)
+    if top_k:
+        keep = torch.zeros_like(t, dtype=torch.bool).scatter_(1, t.topk(top_k, dim=-1).indices, True)
+        log_qT = torch.where(keep, (t / T).masked_fill(~keep, -math.inf).log_softmax(-1), -math.inf)
+    qT, pT = log_qT.exp(), log_pT.exp()
+    if kl == "forward":
+        kd = torch.where(qT > 0, qT * (log_qT - log_pT), 0.0).sum(-1)
+    else:
+        kd = (pT * (log_pT - log_qT)).sum(-1)
+    return ce, (T * T * kd).mean().item()
+
+
+OPTIONS = {  # name: (train.py arguments, what the float64 loss needs to know)
+    "forward_T1_fused": (["--alpha=0.5", "--loss_impl=fused"], dict(temperature=1.0, kl="forward")),
+    "forward_T1_reference": (["--alpha=0.5", "--loss_impl=reference"], dict(temperature=1.0, kl="forward")),
+    "forward_T2": (["--alpha=0.5", "--temperature=2.0"], dict(temperature=2.0, kl="forward")),
+    "reverse_kl": (["--alpha=0.5", "--kd_loss=reverse"], dict(temperature=1.0, kl="reverse")),
+    "hard_T0": (["--alpha=0.5", "--temperature=0.0"], dict(temperature=0.0, kl="forward")),
+    # 0.006·257 = 1.54: round(p·V) keeps 2, truncation would keep 1
+    "top_k_fraction": (["--alpha=0.5", "--top_k=0.006"], dict(temperature=1.0, kl="forward", top_k=2)),
+    "label_smoothing": (["--label_smoothing=0.1", "--teacher_ckpt="], dict(temperature=1.0, kl="forward", label_smoothing=0.1)),
+    "alpha_schedule": (["--alpha=0.2", "--alpha_end=0.8"], dict(temperature=1.0, kl="forward")),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_option_reaches_the_loss_as_defined(data_dir, teacher_ckpt, tmp_path, name):
+    from data.loader import TokenLoader
+    args, spec = OPTIONS[name]
+    spec = {"top_k": None, "label_smoothing": 0.0, **spec}
+    steps = 4
+    proc = train(*TINY, f"--data_dir={data_dir}", f"--out_dir={tmp_path}", f"--max_iters={steps}",
+                 "--eval_interval=1000", "--batch_size=8", f"--teacher_ckpt={teacher_ckpt}", *args)
+    assert "Traceback" not in proc.stderr
+    cfg = json.load(open(tmp_path / "config.json"))["config"]
+    has_teacher = bool(cfg["teacher_ckpt"])
+    log = curve(tmp_path)
+    assert sorted(log) == list(range(1, steps + 1))
+    # α as configured, step by step (step s is logged after optimizer step s−1 → α at iteration s−1)
+    for s, rec in log.items():
+        a = cfg["alpha"] if cfg["alpha_end"] < 0 else cfg["alpha"] + (cfg["alpha_end"] - cfg["alpha"]) * (s - 1) / steps
+        assert abs(rec["alpha"] - a) < 1e-12, (s, rec["alpha"], a)
+        want = rec["ce"] if not has_teacher else (1 - a) * rec["ce"] + a * rec["kd"]
+        assert abs(rec["loss"] - want) <= 1e-6 * abs(want), (s, rec)   # fp32 rounding of one multiply-add
+        assert math.isfinite(rec["loss"])
+    # step 1 against the float64 definition
+    loader = TokenLoader(sorted(glob.glob(os.path.join(data_dir, "train*.bin"))), cfg["batch_size"],
+                         cfg["block_size"], seed=cfg["seed"], tokenizer="bytes", vocab_size=257)
+    x, y = loader.next_batch()
+    mc = json.load(open(tmp_path / "config.json"))["model_config"]
+    ce, kd = float64_losses(teacher_ckpt if has_teacher else "", initial_student(tmp_path), mc, x, y, **spec)
+    tol = 1e-4 * max(1.0, spec["temperature"] ** 2)
+    assert abs(log[1]["ce"] - ce) <= tol, (log[1]["ce"], ce)
+    assert abs(log[1]["kd"] - kd) <= tol, (log[1]["kd"], kd)
+    if has_teacher:
+        assert kd > 0.01   # a real teacher, really different from the student: the check above has teeth
+    assert log[steps]["loss"] < log[1]["loss"] + 0.5   # and it trains (no blow-up) through the whole loop
