@@ -49,11 +49,21 @@ try:
 except ImportError:  # CPU-only installs: the torch implementation below needs nothing else
     HAS_TRITON = False
 
-# Triton kernel launch shape. One program per row streams the vocabulary in BLOCK_V columns; 4096 fp32
-# columns over 8 warps is 16 values per thread per tensor, enough to keep loads wide without spilling
-# the ~6 live fp32 vectors of the second pass. Chosen from first principles (a memory-bound streaming
-# kernel), not tuned on a GPU yet: bench/bench_loss.py --block_v/--num_warps exists to do that.
-TRITON_BLOCK_V = 4096
+# Triton kernel launch shape. One program per row streams the vocabulary in BLOCK_V columns. Chosen from the
+# registers ptxas reports for every variant (bench/triton_compile_report.py; the table for sm_80/sm_90 is in
+# bench/results/triton_compile_*.txt), not yet timed on a GPU. The kernel is memory-bound and a program keeps
+# one block of s (and t) in flight, so what counts is bytes in flight per SM = programs per SM × BLOCK_V:
+#   4096 × 8 warps: the T != 1 teacher variants need 160-174 registers, one program per SM (8 warps), which
+#     then idles the memory system through every block's cross-warp max reduction;
+#   2048 × 8 warps: no spills, at most 96 registers (T != 1; 64-77 at T = 1), so 2-4 teacher programs per SM
+#     on both archs: as many bytes in flight per SM as 4096 at its best, and other programs' loads to hide
+#     each program's reductions behind;
+#   8192: spills or 255 registers; 16 warps: small spills at 2048 and 4096 (ptxas, 12 bytes); 4 warps at 4096:
+#     255 registers and spills at T != 1.
+# (1024 × 4-8 warps also fits, with 4-5 programs per SM, at twice the reductions per row.) One shape for all
+# variants: tests/test_triton_compile.py holds it to zero spills and >= 2 teacher programs per SM.
+# bench/gpu_check.sh SWEEP=1 times the alternatives on a GPU.
+TRITON_BLOCK_V = 2048
 TRITON_NUM_WARPS = 8
 
 # Rows per group of elementwise ops in the torch implementation; None = the whole chunk. Small groups
@@ -105,15 +115,17 @@ if HAS_TRITON:  # (the kernel's annotations need triton.language)
         for start in range(0, V, BLOCK_V):
             cols = start + offs
             mask = cols < V
-            # masked lanes load 0 (so differences stay finite there) and are sent to −inf for the sums
+            # masked lanes load 0 (so differences stay finite there) and are sent to −inf for the sums. Both
+            # loads are issued before the first reduction, so their memory latencies overlap.
             s = tl.load(s_row + cols, mask=mask, other=0.0)
+            if HAS_TEACHER:
+                t = tl.load(t_row + cols, mask=mask, other=0.0)
             s_m = tl.where(mask, s, float("-inf"))
             ms_new = tl.maximum(m_s, tl.max(s_m, 0))
             z_s = z_s * tl.exp(m_s - ms_new) + tl.exp(s_m - ms_new)
             if not T_IS_ONE:
                 z_sT = z_sT * tl.exp((m_s - ms_new) * inv_T) + tl.exp((s_m - ms_new) * inv_T)
             if HAS_TEACHER:
-                t = tl.load(t_row + cols, mask=mask, other=0.0)
                 t_m = tl.where(mask, t, float("-inf"))
                 mt_new = tl.maximum(m_t, tl.max(t_m, 0))
                 rescale = tl.exp((m_t - mt_new) * inv_T)
@@ -178,11 +190,12 @@ def _rows_triton(S, Tb, G, y, n_valid, ce_out, kd_out, alpha, T, ignore_index, h
     G = G if write_grad else S
     ce_w = 1.0 - alpha if has_teacher else 1.0   # no teacher: plain CE, as in the reference
     kd_w = alpha * T if has_teacher else 0.0
+    # (T_IS_ONE without a teacher: s/T has no use there, so its running sum is skipped)
     _kd_ce_rows_kernel[(c,)](
         S, Tb, G, y, n_valid, ce_out, kd_out,
         S.stride(0), Tb.stride(0), G.stride(0), V, ignore_index,
         1.0 / T, ce_w, kd_w, T * T,
-        HAS_TEACHER=has_teacher, T_IS_ONE=(T == 1.0), WRITE_GRAD=write_grad,
+        HAS_TEACHER=has_teacher, T_IS_ONE=(T == 1.0 or not has_teacher), WRITE_GRAD=write_grad,
         BLOCK_V=min(TRITON_BLOCK_V, triton.next_power_of_2(V)), num_warps=TRITON_NUM_WARPS)
 
 

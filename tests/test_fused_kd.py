@@ -26,6 +26,7 @@ import fused_kd  # noqa: E402
 from distill_loss import distill_loss  # noqa: E402
 from fused_kd import fused_linear_kd_ce  # noqa: E402
 
+SHIPPED_BLOCK_V = fused_kd.TRITON_BLOCK_V   # (the small_blocks fixture below shrinks it for most tests)
 TRITON_OK = fused_kd.HAS_TRITON and (CUDA or not TRITON_PREIMPORTED)
 IMPLS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not TRITON_OK, reason="no triton, or imported "
                                                                   "before TRITON_INTERPRET=1 (see the last test)"))]
@@ -194,8 +195,8 @@ def test_backward_scales_and_accumulates(impl):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_vocab_of_256k(impl, monkeypatch):
-    # fp32 running sums over ~63 blocks of 4096 columns (the accumulator trouble others saw past V≈250k)
-    monkeypatch.setattr(fused_kd, "TRITON_BLOCK_V", 4096)
+    # fp32 running sums over 125 blocks of 2048 columns (the accumulator trouble others saw past V≈250k)
+    monkeypatch.setattr(fused_kd, "TRITON_BLOCK_V", SHIPPED_BLOCK_V)
     monkeypatch.setattr(fused_kd, "CPU_ROWS_PER_GROUP", 8)
     x_s, w_s, y, x_t, w_t = make(N=3, V=256_000, H_s=8, H_t=8, vocab=256_000, device=device_of(impl))
     y[1] = 255_999
@@ -273,7 +274,7 @@ def test_bad_arguments(monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_at_training_shapes(impl, dtype, monkeypatch):
     # real block size and chunking, a Llama-3 vocabulary, bf16 activations as under autocast
-    monkeypatch.setattr(fused_kd, "TRITON_BLOCK_V", 4096)
+    monkeypatch.setattr(fused_kd, "TRITON_BLOCK_V", SHIPPED_BLOCK_V)
     x_s, w_s, y, x_t, w_t = make(N=4096, V=128_256, H_s=1024, H_t=2048, vocab=128_256, dtype=dtype, device="cuda")
     w_s, w_t = w_s / 16, w_t / 16   # logits of a few units, like a trained model's
     kw = dict(alpha=0.5, temperature=1.0)
