@@ -29,7 +29,8 @@ from torch.distributed.tensor import DTensor
 
 from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from configurator import ConfigError, apply_overrides
-from distill_loss import check_kd_args, distill_loss
+from chunked_loss import chunked_linear_kd_ce
+from distill_loss import check_kd_args, check_loss_options, distill_loss
 from model import GPT, config_from_preset
 from parallel import (apply_fsdp, exit_cleanly, find_sharded, full_model_state_dict, load_sharded, save_sharded,
                       set_grad_sync, to_number, wrap_ddp)
@@ -63,10 +64,14 @@ teacher_model = ""                 # the teacher's preset, checked against its c
 alpha = 0.0                        # weight of KD: 0 = plain LM training, 1 = pure distillation
 alpha_end = -1.0                   # >= 0: α moves linearly from alpha to alpha_end over training
 temperature = 1.0                  # 0 = the teacher's argmax as hard labels
-kd_loss = "forward"                # "forward" KL(teacher‖student) as the paper, or "reverse"
-top_k = 0.0                        # > 0: keep only the teacher's top-k (a count, or a fraction of the vocab if < 1)
+kd_loss = "forward"                # "forward" KL(teacher‖student) as the paper, "reverse", or "jsd"
+jsd_beta = 0.5                     # kd_loss="jsd": the mixture m = β·teacher + (1−β)·student
+top_k = 0.0                        # > 0: keep only the teacher's top-k (a count, or a fraction p of the vocab: round(p·V))
+top_k_variant = "teacher"          # how top-k renormalises, as the authors' three variants: "teacher", "both", "bucket"
 label_smoothing = 0.0              # the no-teacher control for "is a weak teacher only a smoother target?"
-loss_impl = "fused"                # "fused" (fused_kd.py) or "reference" (distill_loss.py, full logits)
+loss_impl = "fused"                # "fused": lm_head fused into the loss, never the whole batch's logits
+                                   # (fused_kd.py, or chunked_loss.py for what the kernel lacks); "reference":
+                                   # full logits through distill_loss.py, the definition
 # optimizer (the paper's AdamW and schedule)
 learning_rate = 3e-4
 min_lr_ratio = 0.1                 # cosine decays to this fraction of the peak
@@ -89,6 +94,7 @@ seed = 43                          # the paper: teacher 42, student 43
 try:
     apply_overrides(globals(), sys.argv[1:])
     check_kd_args(alpha, temperature)
+    check_loss_options(kd_loss, temperature, top_k, top_k_variant, jsd_beta)
     if alpha_end >= 0:
         check_kd_args(alpha_end, temperature)
     if loss_impl not in ("fused", "reference"):
@@ -246,18 +252,17 @@ teacher_fwd = torch.compile(teacher) if compile and teacher is not None else tea
 if ddp and not fsdp:
     student = wrap_ddp(student, device_type, local_rank)
 
-# The fused loss covers forward KL with T > 0; the other ablations need full logits.
-use_fused = loss_impl == "fused"
-not_in_kernel = [f"label_smoothing={label_smoothing}"] if label_smoothing > 0 else []
-if teacher is not None:
-    not_in_kernel += [why for cond, why in [(kd_loss != "forward", f"kd_loss={kd_loss}"), (temperature == 0, "temperature=0"),
-                                            (top_k > 0, f"top_k={top_k}")] if cond]
-if use_fused and not_in_kernel:
-    log(f"note: {', '.join(not_in_kernel)} is not in the fused kernel; using the reference loss (distill_loss.py)")
-    use_fused = False
-if use_fused:
+# "fused": the Triton/torch kernel does forward KL at T > 0 (the paper's loss, and plain CE); every other
+# option goes chunk by chunk through chunked_loss.py. Neither ever holds the micro-batch's [tokens, V] logits.
+in_kernel = label_smoothing == 0 and (teacher is None or (kd_loss == "forward" and temperature > 0 and top_k == 0))
+use_kernel = loss_impl == "fused" and in_kernel
+if use_kernel:
     from fused_kd import fused_linear_kd_ce
 top_k_count = (round(top_k * n_vocab) if top_k < 1 else int(top_k)) if top_k > 0 else None  # round(p·V), as the paper
+# Under autocast the residual stream stays fp32 (embedding and residual adds are not autocast), so the final
+# hidden state is cast here: the fused and chunked losses then run their lm_head GEMMs in bf16 on a GPU, as
+# an autocast lm_head would, instead of TF32 with fp32 gradient buffers.
+act_dtype = None if dtype == "float32" else getattr(torch, dtype)
 
 
 def alpha_at(it):
@@ -273,6 +278,7 @@ def lr_at(it):
 
 def kd_loss_fn(x, y, a):
     """Forward both models on a micro-batch; return (loss, ce, kd) for the student."""
+    h_t = None
     with autocast:
         h = student(x)
         if teacher is not None:
@@ -282,15 +288,21 @@ def kd_loss_fn(x, y, a):
     # reduce-scattered back. After a forward FSDP2 usually leaves the root gathered, making this a no-op.
     w_s = gathered(raw_model.lm_head.weight)
     w_t = gathered(teacher.lm_head.weight) if teacher is not None else None
-    if use_fused:
-        h_t = h_t.flatten(0, 1) if teacher is not None else None
-        return fused_linear_kd_ce(h.flatten(0, 1), w_s, y.flatten(), h_t, w_t, alpha=a, temperature=temperature,
-                                  vocab_size=n_vocab)
+    if loss_impl == "fused":
+        if act_dtype is not None:
+            h = h.to(act_dtype)
+            h_t = h_t.to(act_dtype) if h_t is not None else None
+        if use_kernel:
+            return fused_linear_kd_ce(h, w_s, y, h_t, w_t, alpha=a, temperature=temperature, vocab_size=n_vocab)
+        return chunked_linear_kd_ce(h, w_s, y, h_t, w_t, alpha=a, temperature=temperature, vocab_size=n_vocab,
+                                    kl=kd_loss, top_k=top_k_count, top_k_variant=top_k_variant,
+                                    label_smoothing=label_smoothing, jsd_beta=jsd_beta)
     with autocast:
         logits = raw_model.lm_head(h)
         t_logits = teacher.lm_head(h_t) if teacher is not None else None
     return distill_loss(logits, y, t_logits, alpha=a, temperature=temperature, vocab_size=n_vocab,
-                        kl=kd_loss, top_k=top_k_count, label_smoothing=label_smoothing)
+                        kl=kd_loss, top_k=top_k_count, top_k_variant=top_k_variant,
+                        label_smoothing=label_smoothing, jsd_beta=jsd_beta)
 
 
 def gathered(w):
@@ -388,7 +400,7 @@ n_student = raw_model.num_params()
 log(f"student {model} {n_student / 1e6:.2f}M params"
     + (f", teacher {teacher.num_params() / 1e6:.2f}M params (α={alpha}, T={temperature})" if teacher is not None else ", no teacher")
     + f" | {world_size} process(es) × {grad_accum_steps} accumulation × {batch_size}×{block_size} = {batch_tokens:,} tokens/step"
-    + f" | {total_iters} steps, {'fused' if use_fused else 'reference'} loss, {dtype}")
+    + f" | {total_iters} steps, {('fused' if use_kernel else 'chunked') if loss_impl == 'fused' else 'reference'} loss, {dtype}")
 
 # ---- training loop -------------------------------------------------------------
 flops_per_step = batch_tokens * (raw_model.flops_per_token(block_size) +

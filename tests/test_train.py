@@ -294,7 +294,7 @@ def test_fused_and_reference_losses_give_the_same_training_curve(data_dir, teach
 # to ≈ 4e-5·max(1, T²): stated as 1e-4·max(1, T²).
 
 def float64_losses(teacher_path, student_state, model_config, x, y, *, temperature, kl, top_k, label_smoothing,
-                   n_vocab=257):
+                   top_k_variant="teacher", jsd_beta=0.5, n_vocab=257):
     from model import GPT, GPTConfig
     student = GPT(GPTConfig(**model_config)).double()
     student.load_state_dict({k: v.double() for k, v in student_state.items()})
@@ -317,14 +317,28 @@ def float64_losses(teacher_path, student_state, model_config, x, y, *, temperatu
         return ce, (-log_p[torch.arange(len(y)), t.argmax(-1)]).mean().item()
     log_pT = (s / T).log_softmax(-1)
     log_qT = (t / T).log_softmax(-1)
-    if top_k:
-        keep = torch.zeros_like(t, dtype=torch.bool).scatter_(1, t.topk(top_k, dim=-1).indices, True)
-        log_qT = torch.where(keep, (t / T).masked_fill(~keep, -math.inf).log_softmax(-1), -math.inf)
     qT, pT = log_qT.exp(), log_pT.exp()
-    if kl == "forward":
-        kd = torch.where(qT > 0, qT * (log_qT - log_pT), 0.0).sum(-1)
-    else:
+    if top_k:  # K = the teacher's top_k tokens, per row
+        keep = torch.zeros_like(t, dtype=torch.bool).scatter_(1, t.topk(top_k, dim=-1).indices, True)
+        q_K = (t / T).masked_fill(~keep, -math.inf).log_softmax(-1)    # teacher renormalised over K
+        if top_k_variant == "teacher":    # student over the whole vocabulary
+            kd = torch.where(keep, q_K.exp() * (q_K - log_pT), 0.0).sum(-1)
+        elif top_k_variant == "both":     # student renormalised over K too
+            p_K = (s / T).masked_fill(~keep, -math.inf).log_softmax(-1)
+            kd = torch.where(keep, q_K.exp() * (q_K - p_K), 0.0).sum(-1)
+        else:                             # "bucket": no renormalisation, the rest is one OTHER entry each
+            eps = torch.finfo(torch.float32).eps
+            q_o, p_o = torch.where(keep, 0.0, qT).sum(-1), torch.where(keep, 0.0, pT).sum(-1)
+            kd = (torch.where(keep, qT * (log_qT - log_pT), 0.0).sum(-1)
+                  + q_o * (q_o.clamp(min=eps).log() - p_o.clamp(min=eps).log()))
+    elif kl == "forward":
+        kd = (qT * (log_qT - log_pT)).sum(-1)
+    elif kl == "reverse":
         kd = (pT * (log_pT - log_qT)).sum(-1)
+    else:  # "jsd": β·KL(q ‖ m) + (1 − β)·KL(p ‖ m), m = β·q + (1 − β)·p
+        b = jsd_beta
+        m = b * qT + (1 - b) * pT
+        kd = b * (qT * (log_qT - m.log())).sum(-1) + (1 - b) * (pT * (log_pT - m.log())).sum(-1)
     return ce, (T * T * kd).mean().item()
 
 
@@ -337,8 +351,19 @@ OPTIONS = {  # name: (train.py arguments, what the float64 loss needs to know)
     # 0.006·257 = 1.54: round(p·V) keeps 2, truncation would keep 1
     "top_k_fraction": (["--alpha=0.5", "--top_k=0.006"], dict(temperature=1.0, kl="forward", top_k=2)),
     "label_smoothing": (["--label_smoothing=0.1", "--teacher_ckpt="], dict(temperature=1.0, kl="forward", label_smoothing=0.1)),
+    "top_k_both": (["--alpha=0.5", "--top_k=3", "--top_k_variant=both"],
+                   dict(temperature=1.0, kl="forward", top_k=3, top_k_variant="both")),
+    "top_k_bucket": (["--alpha=0.5", "--top_k=3", "--top_k_variant=bucket", "--temperature=2.0"],
+                     dict(temperature=2.0, kl="forward", top_k=3, top_k_variant="bucket")),
+    "jsd": (["--alpha=0.5", "--kd_loss=jsd", "--jsd_beta=0.3"], dict(temperature=1.0, kl="jsd", jsd_beta=0.3)),
+    "smoothing_beside_teacher": (["--alpha=0.5", "--label_smoothing=0.1"],
+                                 dict(temperature=1.0, kl="forward", label_smoothing=0.1)),
     "alpha_schedule": (["--alpha=0.2", "--alpha_end=0.8"], dict(temperature=1.0, kl="forward")),
 }
+# which path train.py must take for each: the kernel does forward KL at T > 0 and plain CE, the chunked loss
+# everything else, and "reference" the full logits
+EXPECTED_PATH = {"forward_T1_fused": "fused", "forward_T1_reference": "reference", "forward_T2": "fused",
+                 "alpha_schedule": "fused"}
 
 
 @pytest.mark.parametrize("name", list(OPTIONS))
@@ -350,6 +375,8 @@ def test_option_reaches_the_loss_as_defined(data_dir, teacher_ckpt, tmp_path, na
     proc = train(*TINY, f"--data_dir={data_dir}", f"--out_dir={tmp_path}", f"--max_iters={steps}",
                  "--eval_interval=1000", "--batch_size=8", f"--teacher_ckpt={teacher_ckpt}", *args)
     assert "Traceback" not in proc.stderr
+    path = EXPECTED_PATH.get(name, "chunked")
+    assert f"{path} loss" in proc.stdout + proc.stderr, (path, proc.stdout[-2000:])
     cfg = json.load(open(tmp_path / "config.json"))["config"]
     has_teacher = bool(cfg["teacher_ckpt"])
     log = curve(tmp_path)
@@ -373,3 +400,38 @@ def test_option_reaches_the_loss_as_defined(data_dir, teacher_ckpt, tmp_path, na
     if has_teacher:
         assert kd > 0.01   # a real teacher, really different from the student: the check above has teeth
     assert log[steps]["loss"] < log[1]["loss"] + 0.5   # and it trains (no blow-up) through the whole loop
+
+
+# ---- under autocast, the fused and chunked losses get the autocast dtype ------------------------------------
+# The residual stream stays fp32 under autocast (the embedding and residual adds are not autocast ops), so
+# without a cast in train.py the lm_head GEMMs inside the fused loss would run on fp32 activations: TF32 on a
+# GPU, and fp32 gradient buffers. CPU bf16 autocast shows the same dtypes; the GEMM itself is a GPU test.
+SPY = """
+import json, runpy, sys
+import chunked_loss, fused_kd
+seen = []
+def spy(fn):
+    def wrapped(x_s, w_s, labels, x_t=None, w_t=None, **kw):
+        seen.append([fn.__name__, str(x_s.dtype), str(x_t.dtype) if x_t is not None else None])
+        return fn(x_s, w_s, labels, x_t, w_t, **kw)
+    return wrapped
+fused_kd.fused_linear_kd_ce = spy(fused_kd.fused_linear_kd_ce)
+chunked_loss.chunked_linear_kd_ce = spy(chunked_loss.chunked_linear_kd_ce)
+sys.argv = ["train.py", *json.loads(sys.argv[1])]
+try:
+    runpy.run_path("train.py", run_name="__main__")
+finally:
+    print("SEEN " + json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("kd_loss,path", [("forward", "fused_linear_kd_ce"), ("reverse", "chunked_linear_kd_ce")])
+def test_autocast_activations_reach_the_fused_loss_in_its_dtype(data_dir, teacher_ckpt, tmp_path, kd_loss, path):
+    args = [*TINY, f"--data_dir={data_dir}", f"--out_dir={tmp_path}", "--max_iters=2", "--eval_interval=1000",
+            f"--teacher_ckpt={teacher_ckpt}", "--alpha=0.5", f"--kd_loss={kd_loss}", "--dtype=bfloat16"]
+    proc = subprocess.run([sys.executable, "-c", SPY, json.dumps(args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.split("SEEN ")[-1])
+    assert len(seen) >= 2, seen   # one call per training step (eval is off)
+    assert all(s == [path, "torch.bfloat16", "torch.bfloat16"] for s in seen), seen
