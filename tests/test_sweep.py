@@ -123,7 +123,7 @@ def test_slurm_scripts_parse_and_chain_teachers_before_students(tmp_path):
     assert f"--teacher_ckpt={tmp_path}/out/paper/teacher_8b/ckpt.pt --teacher_model=llama3.1-8b" in text
     assert "--alpha=0.6" in text and "--seed=43" in text and "--resume=True" in text
     assert "#SBATCH --nodes=1" in text and "#SBATCH --gpus-per-node=8" in text
-    assert "eval.py --ckpt" in text and "--tasks mc" in text
+    assert "eval.py --ckpt" in text and "--tasks paper --ppl_window 4096 --ppl_max_windows 256" in text
     assert "#SBATCH --nodes=4" in (tmp_path / "slurm" / "teacher_8b.sbatch").read_text()
 
     # run submit.sh against a fake sbatch that hands out job ids and records its arguments

@@ -14,5 +14,6 @@ teachers = {f"{s}_300b": dict(config=c, max_iters=150_000, slurm=dict(nodes=4 * 
 students = {"s1.7b_300b": dict(config="configs/paper/student_1.7b_300b.py", slurm=dict(nodes=4))}
 alphas = [0.2, 0.4, 0.5, 0.6, 0.8, 1.0]
 seeds = [43]
-evals = {"loss": "--tasks loss", "mc": "--tasks mc"}   # in-domain + OOD loss splits; the downstream benchmarks
+evals = {"paper": "--tasks paper --ppl_window 4096 --ppl_max_windows 256"}   # the 12 ppl sets (made by
+# data/prepare_evalsets.py beside the training data) as 256 windows of 4,096 tokens, the 8 tasks, paper_avg
 slurm = dict(nodes=1, gpus_per_node=8, cpus_per_task=96, time="48:00:00")

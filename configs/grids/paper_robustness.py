@@ -16,5 +16,6 @@ def include(run):
     return run["variant"] == "" or run["seed"] == 43   # the smoothing control once; the seeds cover the rest
 
 
-evals = {"loss": "--tasks loss", "mc": "--tasks mc"}
+evals = {"paper": "--tasks paper --ppl_window 4096 --ppl_max_windows 256"}   # the 12 ppl sets (made by
+# data/prepare_evalsets.py beside the training data) as 256 windows of 4,096 tokens, the 8 tasks, paper_avg
 slurm = dict(nodes=1, gpus_per_node=8, cpus_per_task=96, time="48:00:00")

@@ -13,5 +13,6 @@ alphas = [0.2, 1.0]
 seeds = [43]
 variants = {"": {}, "T0": dict(temperature=0.0), "T0.5": dict(temperature=0.5), "T2": dict(temperature=2.0),
             "T4": dict(temperature=4.0)}
-evals = {"loss": "--tasks loss", "mc": "--tasks mc"}   # in-domain + OOD loss splits; the downstream benchmarks
+evals = {"paper": "--tasks paper --ppl_window 4096 --ppl_max_windows 256"}   # the 12 ppl sets (made by
+# data/prepare_evalsets.py beside the training data) as 256 windows of 4,096 tokens, the 8 tasks, paper_avg
 slurm = dict(nodes=1, gpus_per_node=8, cpus_per_task=96, time="48:00:00")

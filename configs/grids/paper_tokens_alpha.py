@@ -17,5 +17,6 @@ teachers = {(s if b == 50 else f"{s}_{b}b"):
 students = {"s1.7b": dict(config="configs/paper/student_1.7b.py")}
 alphas = [0.5, 1.0]
 seeds = [43]
-evals = {"loss": "--tasks loss", "mc": "--tasks mc"}   # in-domain + OOD loss splits; the downstream benchmarks
+evals = {"paper": "--tasks paper --ppl_window 4096 --ppl_max_windows 256"}   # the 12 ppl sets (made by
+# data/prepare_evalsets.py beside the training data) as 256 windows of 4,096 tokens, the 8 tasks, paper_avg
 slurm = dict(nodes=1, gpus_per_node=8, cpus_per_task=96, time="48:00:00")

@@ -17,5 +17,6 @@ alphas = [0.2, 1.0]
 seeds = [43]
 _counts = {1: 1283, 5: 6413, 20: 25651, 50: 64128}   # percent of the vocabulary: round(128256 · p)
 variants = {"": {}, **{f"top{p}pct": dict(top_k=k, top_k_variant="teacher") for p, k in _counts.items()}}
-evals = {"loss": "--tasks loss", "mc": "--tasks mc"}   # in-domain + OOD loss splits; the downstream benchmarks
+evals = {"paper": "--tasks paper --ppl_window 4096 --ppl_max_windows 256"}   # the 12 ppl sets (made by
+# data/prepare_evalsets.py beside the training data) as 256 windows of 4,096 tokens, the 8 tasks, paper_avg
 slurm = dict(nodes=1, gpus_per_node=8, cpus_per_task=96, time="48:00:00")
