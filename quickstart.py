@@ -13,6 +13,7 @@ Runs that already finished (out/<run>/final.json exists) are not redone; pass --
 Extra arguments go to every train.py call, e.g. `python quickstart.py --max_iters=50`.
 """
 
+import csv
 import json
 import os
 import subprocess
@@ -89,6 +90,26 @@ def main():
     gain = {s: results["student, no KD"][s] - results["student + KD"][s] for s in splits}
     print(f"{'KD gain':16s}" + "".join(f"{gain[s]:+14.4f}" for s in splits))
     print("(val = in-domain Wikipedia; ood_* = other domains. A positive gain means KD from the smaller teacher helped.)")
+    spread = laptop_seed_spread()
+    if spread:
+        mean, worst, n = spread
+        print(f"Is +{gain['val']:.3f} real? Two seeds of the same run differ in their in-domain KD gain by {mean:.3f} on "
+              f"average (up to {worst:.3f}; {n} runs of the laptop grid, docs/laptop/results.csv): a gain well above "
+              f"that is KD, one within it may be run-to-run variation.")
+
+
+def laptop_seed_spread():
+    """(mean, max, count) of |gain(seed 43) − gain(seed 44)| in-domain over the laptop grid's runs with both seeds."""
+    path = os.path.join(HERE, "docs", "laptop", "results.csv")
+    if not os.path.exists(path):
+        return None
+    by_run = {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            if row["kind"] == "student" and row["gain_val"]:
+                by_run.setdefault((row["teacher"], row["alpha"], row["variant"]), []).append(float(row["gain_val"]))
+    diffs = [abs(g[0] - g[1]) for g in by_run.values() if len(g) == 2]
+    return (sum(diffs) / len(diffs), max(diffs), len(diffs)) if diffs else None
 
 
 if __name__ == "__main__":
