@@ -2,25 +2,34 @@
 Checkpoints: one file per run, written so that a crash at any moment leaves the
 previous one whole (write a temp file, fsync, rename over the old one).
 
-A checkpoint is a dict:
-    format        "nanokd-ckpt-v1"
+A checkpoint is a dict of tensors and plain Python values only, so it loads with
+torch.load(weights_only=True): a checkpoint is a shared artifact (a lab hands its teacher to
+another), and unpickling arbitrary objects would run whatever code its writer put in it.
+    format        "nanokd-ckpt-v2" (v1, before this rule, held numpy objects; see `convert` below)
     model         student state_dict (plain names, no DDP/compile prefixes)
     model_config  GPTConfig as a dict
     tokenizer     tokenizer name, n_vocab its real vocabulary (model rows past it are padding)
     config        the run's resolved config (train.py globals)
     step, tokens_seen
-    optimizer, data_state, rng   (only needed to resume)
+    optimizer, data_state, rng   (only needed to resume; rng as rng_state() makes it)
     git_commit
+
+A checkpoint from before v2, from a source you trust, is rewritten once with
+    python checkpoint.py convert OLD.pt NEW.pt
 """
 
 import os
+import pickle
+import sys
 import tempfile
 
+import numpy as np
 import torch
 
 from model import GPT, GPTConfig
 
-FORMAT = "nanokd-ckpt-v1"
+FORMAT = "nanokd-ckpt-v2"
+OLD_FORMATS = ("nanokd-ckpt-v1",)
 
 
 class CheckpointError(RuntimeError):
@@ -44,17 +53,63 @@ def save_checkpoint(path, ckpt):
         raise
 
 
-def load_checkpoint(path, map_location="cpu"):
+def convert_hint(path):
+    return (f"if it is a nanokd checkpoint from before {FORMAT} and you trust whoever wrote it, convert it once with: "
+            f"python checkpoint.py convert {path} NEW.pt")
+
+
+def load_checkpoint(path, map_location="cpu", mmap=False):
+    """Tensors and plain Python values only (weights_only): nothing in the file can run code here.
+    mmap: map the tensors instead of reading them (a teacher cast to bf16 then never holds an fp32 copy in RAM)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path} holds Python objects other than tensors and plain values, so it was not loaded "
+                              f"(unpickling them could run code from whoever wrote the file); {convert_hint(path)}") from e
     except Exception as e:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+    found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+    if found in OLD_FORMATS:
+        raise CheckpointError(f"{path} is a {found} checkpoint; {convert_hint(path)}")
+    if found != FORMAT:
         raise CheckpointError(f"{path} is not a nanokd checkpoint (format {found!r}, expected {FORMAT!r})")
     return ckpt
+
+
+def rng_state():
+    """Every RNG a resumed run must continue, as tensors and plain values (np.random's state is a tuple of an
+    ndarray and numbers; an ndarray would need unpickling)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
+            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
+
+
+def set_rng_state(rng):
+    torch.set_rng_state(rng["torch"])
+    n = rng["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+
+
+def convert(old_path, new_path):
+    """Rewrite a pre-v2 checkpoint (numpy RNG state pickled as objects) in v2. This unpickles the old file
+    fully, which is why it is a separate command you run only on files you trust."""
+    ck = torch.load(old_path, map_location="cpu", weights_only=False)
+    if not isinstance(ck, dict) or ck.get("format") not in OLD_FORMATS + (FORMAT,):
+        sys.exit(f"{old_path} is not a nanokd checkpoint (format {ck.get('format') if isinstance(ck, dict) else type(ck)})")
+    rng = ck.get("rng")
+    if rng is not None and not isinstance(rng.get("numpy"), dict):
+        name, keys, pos, has_gauss, cached = rng["numpy"]
+        rng["numpy"] = {"name": name, "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)), "pos": int(pos),
+                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    ck["format"] = FORMAT
+    save_checkpoint(new_path, ck)
+    load_checkpoint(new_path)   # proves the result loads the safe way
+    print(f"converted {old_path} -> {new_path} ({FORMAT})")
 
 
 def clean_state_dict(state_dict):
@@ -68,13 +123,26 @@ def clean_state_dict(state_dict):
     return out
 
 
-def model_from_checkpoint(ckpt, device="cpu"):
-    """Build the GPT a checkpoint (dict or path) describes and load its weights."""
+def model_from_checkpoint(ckpt, device="cpu", dtype=None):
+    """Build the GPT a checkpoint (dict or path) describes and load its weights, in `dtype` if given.
+    The model is built on the meta device and takes the checkpoint's tensors (cast one at a time), so a bf16
+    teacher never holds an fp32 copy of itself: with load_checkpoint(mmap=True) the fp32 file is only mapped."""
     if isinstance(ckpt, (str, os.PathLike)):
-        ckpt = load_checkpoint(ckpt)
-    model = GPT(GPTConfig(**ckpt["model_config"]))
+        ckpt = load_checkpoint(ckpt, mmap=True)
+    with torch.device("meta"):
+        model = GPT(GPTConfig(**ckpt["model_config"]))
+    state = {k: v.to(device=device, dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
+             for k, v in clean_state_dict(ckpt["model"]).items()}
     try:
-        model.load_state_dict(clean_state_dict(ckpt["model"]))
+        model.load_state_dict(state, assign=True)
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint weights do not fit its model config: {e}") from e
-    return model.to(device)
+    if model.config.tie_embeddings:   # assign=True set the two names' parameters one by one: tie them again
+        model.lm_head.weight = model.embed_tokens.weight
+    return model
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] != "convert":
+        sys.exit("usage: python checkpoint.py convert OLD.pt NEW.pt   (only for a checkpoint you trust)")
+    convert(sys.argv[2], sys.argv[3])

@@ -22,12 +22,12 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
-from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from checkpoint import (CheckpointError, load_checkpoint, model_from_checkpoint, rng_state, save_checkpoint,
+                        set_rng_state)
 from configurator import ConfigError, apply_overrides
 from chunked_loss import chunked_linear_kd_ce
 from distill_loss import check_kd_args, check_loss_options, distill_loss
@@ -186,7 +186,7 @@ if teacher_ckpt or (dry_run and teacher_model):
             teacher = GPT(config_from_preset(teacher_model, padded(n_vocab), block_size))
     else:
         try:
-            tck = load_checkpoint(teacher_ckpt)
+            tck = load_checkpoint(teacher_ckpt, mmap=True)
         except CheckpointError as e:
             fail(f"teacher: {e}")
         if tck["tokenizer"] != tokenizer or tck["n_vocab"] != n_vocab:
@@ -196,10 +196,9 @@ if teacher_ckpt or (dry_run and teacher_model):
             want = asdict(config_from_preset(teacher_model, tck["model_config"]["vocab_size"], tck["model_config"]["block_size"]))
             if want != tck["model_config"]:
                 fail(f"teacher checkpoint {teacher_ckpt} does not hold a {teacher_model!r} model: {tck['model_config']}")
-        teacher = model_from_checkpoint(tck, device)
+        # frozen, so no fp32 master weights: built straight in bf16 from the mapped file, never an fp32 copy
+        teacher = model_from_checkpoint(tck, device, dtype=torch.bfloat16 if dtype == "bfloat16" else None)
         teacher.eval().requires_grad_(False)
-        if dtype == "bfloat16":
-            teacher.to(torch.bfloat16)  # frozen: no master weights needed, half the memory
         del tck
 
 if dry_run:
@@ -225,10 +224,11 @@ step, tokens_seen = 0, 0
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 sharded_dir = os.path.join(out_dir, "ckpt_sharded")  # FSDP's resumable checkpoint; ckpt.pt is then model-only
 if resume and (find_sharded(sharded_dir) if fsdp else os.path.exists(ckpt_path)):
-    if fsdp:
-        ck = load_sharded(sharded_dir, raw_model, optimizer)
-    else:
-        ck = load_checkpoint(ckpt_path, map_location=device)
+    try:
+        ck = load_sharded(sharded_dir, raw_model, optimizer) if fsdp else load_checkpoint(ckpt_path, map_location=device)
+    except CheckpointError as e:
+        fail(f"--resume: {e}")
+    if not fsdp:
         if ck["model_config"] != asdict(model_cfg):
             fail(f"{ckpt_path} holds a different model than this config asks for:\n  {ck['model_config']}\n  {asdict(model_cfg)}")
         if ck["optimizer"] is None:
@@ -237,10 +237,7 @@ if resume and (find_sharded(sharded_dir) if fsdp else os.path.exists(ckpt_path))
         optimizer.load_state_dict(ck["optimizer"])
     train_loader.load_state_dict(ck["data_state"])
     step, tokens_seen = ck["step"], ck["tokens_seen"]
-    torch.set_rng_state(ck["rng"]["torch"])
-    np.random.set_state(ck["rng"]["numpy"])
-    if device_type == "cuda" and ck["rng"].get("cuda") is not None:
-        torch.cuda.set_rng_state(ck["rng"]["cuda"])
+    set_rng_state(ck["rng"])
     log(f"resumed {ckpt_path} at step {step} ({tokens_seen:,} tokens)")
     del ck
 elif resume:
@@ -331,8 +328,7 @@ def git_commit():
 def save(tag=""):
     meta = {"model_config": asdict(model_cfg), "tokenizer": tokenizer, "n_vocab": n_vocab, "config": config,
             "step": step, "tokens_seen": tokens_seen, "data_state": train_loader.state_dict(), "git_commit": commit,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None}}
+            "rng": rng_state()}
     if fsdp:  # shards to resume from, and the gathered weights as the usual single file for eval/export/teachers
         save_sharded(sharded_dir, raw_model, optimizer, meta)
         full = full_model_state_dict(raw_model)
