@@ -177,6 +177,10 @@ else:
                                    tokenizer=tokenizer, vocab_size=n_vocab)
     except (TokenFileError, ValueError) as e:
         fail(f"training data: {e}")
+    if master and not os.path.exists(os.path.join(data_dir, "val.bin")):
+        print(f"train.py: WARNING: no val.bin in {data_dir}: this run reports no in-domain validation loss"
+              + ("" if glob.glob(os.path.join(data_dir, "ood_*.bin")) else " and evaluates nothing at all")
+              + " (prepare it with the data/prepare_*.py script that made the training files)", file=sys.stderr, flush=True)
 
 model_cfg = config_from_preset(model, padded(n_vocab), block_size, **model_args)
 teacher = None
@@ -192,6 +196,9 @@ if teacher_ckpt or (dry_run and teacher_model):
         if tck["tokenizer"] != tokenizer or tck["n_vocab"] != n_vocab:
             fail(f"teacher {teacher_ckpt} uses tokenizer {tck['tokenizer']!r} ({tck['n_vocab']} tokens) "
                  f"but the student uses {tokenizer!r} ({n_vocab} tokens); KD needs the same vocabulary")
+        if tck["model_config"]["block_size"] < block_size:
+            fail(f"teacher {teacher_ckpt} has a context of {tck['model_config']['block_size']} tokens, shorter than the "
+                 f"student's block_size={block_size}: it cannot score the student's sequences (lower block_size)")
         if teacher_model:
             want = asdict(config_from_preset(teacher_model, tck["model_config"]["vocab_size"], tck["model_config"]["block_size"]))
             if want != tck["model_config"]:
@@ -310,10 +317,13 @@ def run_eval():
     from eval import evaluate_loss, loss_splits
     results = {}
     for name, path in loss_splits(data_dir).items():
-        results[name] = evaluate_loss(raw_model, path, batch_size=batch_size, block_size=block_size, n_vocab=n_vocab,
-                                      tokenizer=tokenizer, max_batches=eval_iters, device=device, autocast=autocast,
-                                      # FSDP needs every rank in every forward: each evaluates all batches
-                                      rank=0 if fsdp else rank, world_size=1 if fsdp else world_size)["loss"]
+        try:
+            results[name] = evaluate_loss(
+                raw_model, path, batch_size=batch_size, block_size=block_size, n_vocab=n_vocab, tokenizer=tokenizer,
+                max_batches=eval_iters, device=device, autocast=autocast,
+                rank=0 if fsdp else rank, world_size=1 if fsdp else world_size)["loss"]  # FSDP: every rank in every forward
+        except ValueError as e:   # another tokenizer's file, an id past the vocabulary, too short a file
+            fail(f"evaluation data {path}: {e}")
     return results
 
 
@@ -417,7 +427,10 @@ while step < total_iters:
         group["lr"] = lr
     sums = torch.zeros(4, device=device)  # loss, ce, kd averaged over micro-steps; a stop flag
     for micro in range(grad_accum_steps):
-        x, y = train_loader.next_batch()
+        try:
+            x, y = train_loader.next_batch()
+        except TokenFileError as e:   # an id past the vocabulary: say which file and where, not an IndexError
+            fail(f"training data: {e}")
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         set_grad_sync(student, micro == grad_accum_steps - 1)  # communicate once per step, not per micro-step
         loss, ce, kd = kd_loss_fn(x, y, a)

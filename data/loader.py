@@ -27,7 +27,26 @@ import os
 import numpy as np
 import torch
 
-from data.tokenfile import load_tokens, read_header
+from data.tokenfile import TokenFileError, load_tokens, read_header
+
+
+def raise_bad_id(path, offset, token, vocab_size):
+    raise TokenFileError(f"{path}: token {token} at offset {offset} (counting tokens after the header) is outside "
+                         f"its vocabulary of {vocab_size}: the file is corrupt or was written by another tool; "
+                         f"check whole files with: python -m data.loader check {path}")
+
+
+def check_file(path):
+    """Scan a whole token file for ids outside its header's vocabulary, in blocks; raises TokenFileError."""
+    tokens = load_tokens(path)
+    vocab_size = read_header(path)["vocab_size"]
+    block = 1 << 24
+    for i in range(0, len(tokens), block):
+        chunk = np.asarray(tokens[i:i + block])
+        if chunk.size and int(chunk.max()) >= vocab_size:
+            at = int(np.argmax(chunk >= vocab_size))
+            raise_bad_id(path, i + at, int(chunk[at]), vocab_size)
+    return len(tokens)
 
 
 def _expand(paths):
@@ -94,9 +113,13 @@ class TokenLoader:
             self._perm, self._perm_epoch = perm, self.epoch
         return self._perm
 
-    def _window(self, w):
+    def _locate(self, w):
+        """Window w -> (shard index, offset of its first token in that shard)."""
         s = int(np.searchsorted(self.window_starts, w, side="right")) - 1
-        start = (w - int(self.window_starts[s])) * (self.T + 1)
+        return s, (w - int(self.window_starts[s])) * (self.T + 1)
+
+    def _window(self, w):
+        s, start = self._locate(w)
         return self.shards[s][start:start + self.T + 1]
 
     def next_batch(self):
@@ -107,6 +130,11 @@ class TokenLoader:
         idx = self._permutation()[lo:lo + self.B]
         self.position += global_batch
         buf = np.stack([self._window(int(w)) for w in idx]).astype(np.int64)
+        if buf.max(initial=0) >= self.vocab_size:   # one pass over B·T ints; found here, not as an embedding crash later
+            row = int(np.argmax(buf.max(axis=1) >= self.vocab_size))
+            s, start = self._locate(int(idx[row]))
+            col = int(np.argmax(buf[row] >= self.vocab_size))
+            raise_bad_id(self.paths[s], start + col, int(buf[row, col]), self.vocab_size)
         buf = torch.from_numpy(buf)
         return buf[:, :-1].contiguous(), buf[:, 1:].contiguous()
 
@@ -129,6 +157,7 @@ def eval_batches(path, batch_size, block_size, max_batches=None, rank=0, world_s
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
     tokens = load_tokens(path, tokenizer, vocab_size)
+    vocab_size = read_header(path)["vocab_size"] if vocab_size is None else vocab_size
     T = block_size
     n_windows = len(tokens) // (T + 1)
     if n_windows == 0:
@@ -139,5 +168,22 @@ def eval_batches(path, batch_size, block_size, max_batches=None, rank=0, world_s
     for i in range(rank, n_batches, world_size):
         w0, w1 = i * batch_size, min((i + 1) * batch_size, n_windows)
         buf = np.asarray(tokens[w0 * (T + 1):w1 * (T + 1)], dtype=np.int64).reshape(w1 - w0, T + 1)
+        if buf.max(initial=0) >= vocab_size:
+            at = int(np.argmax(buf.reshape(-1) >= vocab_size))
+            raise_bad_id(path, w0 * (T + 1) + at, int(buf.reshape(-1)[at]), vocab_size)
         buf = torch.from_numpy(buf)
         yield buf[:, :-1].contiguous(), buf[:, 1:].contiguous()
+
+
+if __name__ == "__main__":
+    import sys
+    if len(sys.argv) < 3 or sys.argv[1] != "check":
+        sys.exit("usage: python -m data.loader check FILE [FILE ...]   (every token id within the file's vocabulary)")
+    bad = 0
+    for path in sys.argv[2:]:
+        try:
+            print(f"{path}: {check_file(path):,} tokens, all ids in range")
+        except (TokenFileError, OSError) as e:
+            print(e, file=sys.stderr)
+            bad += 1
+    sys.exit(1 if bad else 0)
