@@ -66,6 +66,8 @@ def load_checkpoint(path, map_location="cpu", mmap=False):
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
+        if "GLOBAL" not in str(e):   # torch's message names the refused global; without one the bytes are junk
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (UnpicklingError: {e})") from e
         raise CheckpointError(f"{path} holds Python objects other than tensors and plain values, so it was not loaded "
                               f"(unpickling them could run code from whoever wrote the file); {convert_hint(path)}") from e
     except Exception as e:
