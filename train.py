@@ -375,7 +375,9 @@ if master:
     if wandb_log:
         try:
             import wandb
-            wandb_run = wandb.init(project=wandb_project, name=wandb_run_name or os.path.basename(out_dir), config=config)
+            # dir=out_dir: the run's wandb files (offline ones too, WANDB_MODE=offline) stay with the run
+            wandb_run = wandb.init(project=wandb_project, name=wandb_run_name or os.path.basename(out_dir),
+                                   config=config, dir=out_dir)
         except Exception as e:  # offline clusters, no account, no package: never worth losing a run over
             log(f"wandb disabled: {e}")
 log_file = open(os.path.join(out_dir, "log.jsonl"), "a") if master else None
@@ -392,11 +394,13 @@ def record(entry):
                 pass
 
 
-def finish_logging():
+def finish_logging(summary=None):
     if master:
         log_file.close()
         if wandb_run is not None:
             try:
+                if summary:
+                    wandb_run.summary.update(summary)
                 wandb_run.finish()
             except Exception:
                 pass
@@ -482,6 +486,8 @@ if master:
     with open(os.path.join(out_dir, "final.json"), "w") as f:
         json.dump({"step": step, "tokens_seen": tokens_seen, "eval": final, "train_loss": loss_f,
                    "minutes": (time.time() - t_run) / 60}, f, indent=2)
-finish_logging()
+# the numbers a KD run is compared by, as the wandb run's summary
+finish_logging({"loss": loss_f, "ce": ce_f, "kd": kd_f, "alpha": alpha_at(step), "temperature": temperature,
+                "teacher": teacher_ckpt or "none", **{f"eval/{k}": v for k, v in final.items()}})
 if ddp:
     exit_cleanly(0)
