@@ -22,11 +22,12 @@ import os
 import pickle
 import sys
 import tempfile
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, config_from_preset
 
 FORMAT = "nanokd-ckpt-v2"
 OLD_FORMATS = ("nanokd-ckpt-v1",)
@@ -79,6 +80,16 @@ def load_checkpoint(path, map_location="cpu", mmap=False):
         raise CheckpointError(f"{path} is not a nanokd checkpoint (format {found!r}, expected {FORMAT!r})")
     return ckpt
 
+
+
+def load_for_resume(path, model_config, map_location="cpu"):
+    """A single-file checkpoint to continue a run from: it must hold this run's model and its optimizer."""
+    ck = load_checkpoint(path, map_location=map_location)
+    if ck["model_config"] != model_config:
+        raise CheckpointError(f"{path} holds a different model than this config asks for:\n  {ck['model_config']}\n  {model_config}")
+    if ck["optimizer"] is None:
+        raise CheckpointError(f"{path} has no optimizer state (a gathered FSDP checkpoint?); resume FSDP runs with parallel='fsdp'")
+    return ck
 
 def rng_state():
     """Every RNG a resumed run must continue, as tensors and plain values (np.random's state is a tuple of an
@@ -143,6 +154,28 @@ def model_from_checkpoint(ckpt, device="cpu", dtype=None):
         model.lm_head.weight = model.embed_tokens.weight
     return model
 
+
+
+def load_teacher(path, *, tokenizer, n_vocab, block_size, preset="", device="cpu", dtype=None, meta=False):
+    """The frozen teacher for a student, checked against the student's vocabulary and context, and against
+    `preset` when one is named. meta=True builds only its shape, on the meta device (dry runs).
+    Frozen, so no fp32 master weights: with dtype=bf16 it is built straight in bf16 from the mapped file."""
+    ck = load_checkpoint(path, mmap=True)
+    cfg = ck["model_config"]
+    if ck["tokenizer"] != tokenizer or ck["n_vocab"] != n_vocab:
+        raise CheckpointError(f"teacher {path} uses tokenizer {ck['tokenizer']!r} ({ck['n_vocab']} tokens) but the "
+                              f"student uses {tokenizer!r} ({n_vocab} tokens); KD needs the same vocabulary")
+    if cfg["block_size"] < block_size:
+        raise CheckpointError(f"teacher {path} has a context of {cfg['block_size']} tokens, shorter than the "
+                              f"student's block_size={block_size}: it cannot score the student's sequences (lower block_size)")
+    if preset and asdict(config_from_preset(preset, cfg["vocab_size"], cfg["block_size"])) != cfg:
+        raise CheckpointError(f"teacher checkpoint {path} does not hold a {preset!r} model: {cfg}")
+    if meta:
+        with torch.device("meta"):
+            teacher = GPT(GPTConfig(**cfg))
+    else:
+        teacher = model_from_checkpoint(ck, device, dtype)
+    return teacher.eval().requires_grad_(False)
 
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] != "convert":

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from distill_loss import BUCKET_EPS, check_kd_args, check_loss_options, resolve_top_k
-from fused_kd import _accumulate_fp32, _to_fp32_logits   # the fp32-accumulating GEMMs, written once
+from fused_kd import _accumulate_fp32, _to_fp32_logits, fused_linear_kd_ce   # (the fp32-accumulating GEMMs, written once)
 
 # ----------------------------------------------------------------------------------------------------
 # Divergences: (s, t) -> per-row values. s, t: [C, V] logits of student and teacher (real vocabulary
@@ -261,3 +261,21 @@ def chunked_linear_kd_ce(x_s, w_s, labels, x_t=None, w_t=None, *, alpha=0.0, tem
             return _ChunkedLinearKDCE.apply(*args, need_gx, need_gw)
         loss, ce, kd, _, _ = _chunked_forward(*args, False, False)   # evaluation: no gradient work at all
         return loss, ce, kd
+
+
+# ----------------------------------------------------------------------------------------------------
+# The front door train.py uses: the faster kernel where it applies, this file everywhere else
+
+def in_kernel(has_teacher, kl="forward", temperature=1.0, top_k=None, label_smoothing=0.0):
+    """Whether fused_kd.py's kernel computes this loss: plain CE, or forward KL at T > 0, without top-k or smoothing."""
+    return label_smoothing == 0 and (not has_teacher or (kl == "forward" and temperature > 0 and not top_k))
+
+
+def linear_kd_ce(x_s, w_s, labels, x_t=None, w_t=None, **options):
+    """The loss from hidden states, never the [N, V] logits, with chunked_linear_kd_ce's arguments:
+    fused_kd.py's one-pass kernel for the paper's loss and plain CE, chunked_linear_kd_ce for the rest."""
+    o = {"kl": "forward", "temperature": 1.0, "top_k": None, "label_smoothing": 0.0, **options}
+    if in_kernel(x_t is not None, o["kl"], o["temperature"], o["top_k"], o["label_smoothing"]):
+        kernel_options = ("alpha", "temperature", "ignore_index", "vocab_size", "chunk_size")
+        return fused_linear_kd_ce(x_s, w_s, labels, x_t, w_t, **{k: v for k, v in o.items() if k in kernel_options})
+    return chunked_linear_kd_ce(x_s, w_s, labels, x_t, w_t, **o)

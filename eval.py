@@ -65,6 +65,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from data.loader import eval_batches
+from parallel import full, init_processes
 
 
 def loss_splits(data_dir):
@@ -76,6 +77,11 @@ def loss_splits(data_dir):
         for path in sorted(glob.glob(os.path.join(data_dir, prefix + "*.bin"))):
             splits[os.path.basename(path)[:-len(".bin")]] = path
     return splits
+
+
+def evaluate_splits(model, data_dir, **kwargs):
+    """{split: loss} over every split loss_splits finds (what train.py evaluates); kwargs as evaluate_loss."""
+    return {name: evaluate_loss(model, path, **kwargs)["loss"] for name, path in loss_splits(data_dir).items()}
 
 
 @torch.no_grad()
@@ -107,9 +113,7 @@ def evaluate_loss(model, path, *, batch_size, block_size, n_vocab, tokenizer=Non
         x, y = x.to(device), y.to(device)
         with autocast:
             h = model(x)
-        w = model.lm_head.weight  # read after the forward: under FSDP that is when it is gathered
-        if hasattr(w, "full_tensor"):  # still a shard (DTensor)
-            w = w.full_tensor()
+        w = full(model.lm_head.weight)  # read after the forward: under FSDP that is when it is gathered
         total[2] += x.shape[0]
         h, y = h.reshape(-1, h.shape[-1]), y.reshape(-1)
         for i in range(0, h.shape[0], rows_per_chunk):
@@ -319,14 +323,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     # torchrun: one process per device; each scores its share and the counts are summed
-    ddp = "RANK" in os.environ
-    rank, world_size = 0, 1
-    if ddp:
-        rank, world_size, local_rank = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
-        if args.device.startswith("cuda"):
-            args.device = f"cuda:{local_rank}"
-            torch.cuda.set_device(args.device)
-        dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+    ddp, rank, world_size, args.device = init_processes(args.device)
     master = rank == 0
     log = print if master else (lambda *a, **k: None)
     device_type = "cuda" if args.device.startswith("cuda") else "cpu"

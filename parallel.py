@@ -52,8 +52,9 @@ def exit_cleanly(code=0):
     os._exit(code)
 
 
-def wrap_ddp(model, device_type, local_rank):
-    return DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
+def wrap_ddp(model, device):
+    """device: this process's own, as init_processes made it ("cuda:<local rank>" or "cpu")."""
+    return DDP(model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
 
 
 def apply_fsdp(model, param_dtype=None):
@@ -73,9 +74,22 @@ def set_grad_sync(model, sync):
         model.set_requires_gradient_sync(sync)
 
 
-def to_number(x):
-    """A scalar from clip_grad_norm_, which returns a DTensor when the parameters are sharded."""
-    return (x.full_tensor() if isinstance(x, DTensor) else x).item()
+def init_processes(device):
+    """One process per device under torchrun (RANK set), else a single process.
+    Returns (ddp, rank, world_size, device), the device made this process's own GPU."""
+    if "RANK" not in os.environ:
+        return False, 0, 1, device
+    if device.startswith("cuda"):
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return True, dist.get_rank(), dist.get_world_size(), device
+
+
+def full(x):
+    """A tensor whole: an FSDP shard (DTensor) gathered, differentiably, so its gradient is reduce-scattered
+    back; clip_grad_norm_'s sharded result too. Anything else is returned as it is."""
+    return x.full_tensor() if isinstance(x, DTensor) else x
 
 
 def save_sharded(directory, model, optimizer, meta):

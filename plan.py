@@ -8,9 +8,11 @@ of processes (fsdp_teacher for the teacher), and activation checkpointing keeps
 only each block's input plus one block's activations.
 """
 
+import os
+
 import torch
 
-from model import count_params_formula
+from model import GPT, config_from_preset, count_params_formula
 
 # dense bf16 peak FLOP/s, from the vendors' datasheets (no sparsity)
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "4090": 165e12}
@@ -68,3 +70,24 @@ def print_plan(student, teacher, config, world_size, n_vocab):
           + (f", teacher {2 * teacher.num_params() / t_shards / gb:.1f}" if teacher is not None else "") + ")")
     return {"student_params": s_params, "teacher_params": teacher.num_params() if teacher is not None else 0,
             "tokens_per_step": tokens_per_step, "steps": steps, "flops_per_step": flops, "memory_bytes": memory}
+
+
+def dry_run(config):
+    """train.py --dry_run=True: both models built on the meta device from the config (and the teacher
+    checkpoint's config when it exists), no data, no processes; then the plan."""
+    from checkpoint import CheckpointError, load_teacher
+    from data.tokenizer import N_VOCAB, padded_vocab_size
+    c = config
+    n_vocab = N_VOCAB[c["tokenizer"]]
+    with torch.device("meta"):
+        student = GPT(config_from_preset(c["model"], padded_vocab_size(n_vocab), c["block_size"], **c["model_args"]))
+        teacher = None
+        if c["teacher_ckpt"] and os.path.exists(c["teacher_ckpt"]):
+            try:
+                teacher = load_teacher(c["teacher_ckpt"], tokenizer=c["tokenizer"], n_vocab=n_vocab,
+                                       block_size=c["block_size"], preset=c["teacher_model"], meta=True)
+            except CheckpointError as e:
+                raise SystemExit(f"train.py: error: {e}")
+        elif c["teacher_model"]:
+            teacher = GPT(config_from_preset(c["teacher_model"], padded_vocab_size(n_vocab), c["block_size"]))
+    return print_plan(student, teacher, c, world_size=int(os.environ.get("WORLD_SIZE", 8)), n_vocab=n_vocab)

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import time
 from contextlib import nullcontext
@@ -24,16 +23,19 @@ from dataclasses import asdict
 
 import torch
 import torch.distributed as dist
-from torch.distributed.tensor import DTensor
 
-from checkpoint import (CheckpointError, load_checkpoint, model_from_checkpoint, rng_state, save_checkpoint,
-                        set_rng_state)
+from checkpoint import CheckpointError, load_for_resume, load_teacher, rng_state, save_checkpoint, set_rng_state
 from configurator import ConfigError, apply_overrides
-from chunked_loss import chunked_linear_kd_ce
+from chunked_loss import in_kernel, linear_kd_ce
 from distill_loss import check_kd_args, check_loss_options, distill_loss
+from data.loader import open_training_data
+from data.tokenfile import TokenFileError
+from data.tokenizer import padded_vocab_size
 from model import GPT, config_from_preset
-from parallel import (apply_fsdp, exit_cleanly, find_sharded, full_model_state_dict, load_sharded, save_sharded,
-                      set_grad_sync, to_number, wrap_ddp)
+from parallel import (apply_fsdp, exit_cleanly, find_sharded, full, full_model_state_dict, init_processes, load_sharded,
+                      save_sharded, set_grad_sync, wrap_ddp)
+from plan import peak_flops
+from runlog import RunLog
 
 # -----------------------------------------------------------------------------
 # defaults
@@ -69,9 +71,7 @@ jsd_beta = 0.5                     # kd_loss="jsd": the mixture m = β·teacher 
 top_k = 0.0                        # > 0: keep only the teacher's top-k (a count, or a fraction p of the vocab: round(p·V))
 top_k_variant = "teacher"          # how top-k renormalises, as the authors' three variants: "teacher", "both", "bucket"
 label_smoothing = 0.0              # the no-teacher control for "is a weak teacher only a smoother target?"
-loss_impl = "fused"                # "fused": lm_head fused into the loss, never the whole batch's logits
-                                   # (fused_kd.py, or chunked_loss.py for what the kernel lacks); "reference":
-                                   # full logits through distill_loss.py, the definition
+loss_impl = "fused"                # "fused": never the batch's logits (chunked_loss.py); "reference": distill_loss.py
 # optimizer (the paper's AdamW and schedule)
 learning_rate = 3e-4
 min_lr_ratio = 0.1                 # cosine decays to this fraction of the peak
@@ -80,8 +80,7 @@ weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0
-optim = "adamw"                    # or "sgd": plain SGD, no momentum. Tests compare runs with it, because Adam's
-                                   # division by √v turns a rounding-level gradient difference into a visible step
+optim = "adamw"                    # or "sgd" (no momentum): the tests' choice, as Adam's 1/√v amplifies rounding
 # system
 device = "auto"                    # "auto", "cpu", "cuda"
 dtype = "auto"                     # "auto" = bfloat16 autocast on GPUs that have it, else float32
@@ -97,33 +96,26 @@ try:
     check_loss_options(kd_loss, temperature, top_k, top_k_variant, jsd_beta)
     if alpha_end >= 0:
         check_kd_args(alpha_end, temperature)
-    if loss_impl not in ("fused", "reference"):
-        raise ConfigError(f"loss_impl must be 'fused' or 'reference', got {loss_impl!r}")
-    if optim not in ("adamw", "sgd"):
-        raise ConfigError(f"optim must be 'adamw' or 'sgd', got {optim!r}")
-    if parallel not in ("ddp", "fsdp"):
-        raise ConfigError(f"parallel must be 'ddp' or 'fsdp', got {parallel!r}")
-    if alpha > 0 and not teacher_ckpt and not dry_run:
+    for key, choices in (("loss_impl", ("fused", "reference")), ("optim", ("adamw", "sgd")), ("parallel", ("ddp", "fsdp"))):
+        if globals()[key] not in choices:
+            raise ConfigError(f"{key} must be one of {choices}, got {globals()[key]!r}")
+    if alpha > 0 and not teacher_ckpt and not dry_run:   # a dry run may plan a teacher by its preset
         raise ConfigError(f"alpha={alpha} weights a KD term but no teacher_ckpt is set")
 except (ConfigError, ValueError, OSError) as e:
     sys.exit(f"train.py: config error: {e}")
 config = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str, dict))}
+if dry_run:   # the plan only: no processes, no data, models on the meta device (plan.py)
+    from plan import dry_run as print_dry_run
+    print_dry_run(config)
+    sys.exit(0)
 
 # ---- processes and devices ---------------------------------------------------
-ddp = int(os.environ.get("RANK", -1)) != -1
 if device == "auto":
     device = "cuda" if torch.cuda.is_available() else "cpu"
-if ddp:
-    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    rank, world_size, local_rank = dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"])
-    if device.startswith("cuda"):
-        device = f"cuda:{local_rank}"
-        torch.cuda.set_device(device)
-else:
-    rank, world_size = 0, 1
+ddp, rank, world_size, device = init_processes(device)
 master = rank == 0
 fsdp = parallel == "fsdp"
-if fsdp and not ddp and not dry_run:
+if fsdp and not ddp:
     sys.exit("train.py: config error: parallel='fsdp' shards over processes; launch with torchrun")
 device_type = "cuda" if device.startswith("cuda") else "cpu"
 if dtype == "auto":
@@ -154,66 +146,19 @@ total_iters = max_iters if max_iters > 0 else train_tokens // batch_tokens
 warmup_iters = int(warmup_frac * total_iters)
 
 # ---- data, models ------------------------------------------------------------
-train_glob = os.path.join(data_dir, "train*.bin")
-
-
-def padded(n):
-    from data.tokenizer import padded_vocab_size
-    return padded_vocab_size(n)
-
-
-if dry_run:
-    from data.tokenizer import N_VOCAB
-    n_vocab = N_VOCAB[tokenizer]  # no data needed to plan
-else:
-    from data.loader import TokenLoader
-    from data.tokenfile import TokenFileError, read_header
-    train_files = sorted(glob.glob(train_glob))
-    if not train_files:
-        fail(f"no training data matches {train_glob}; prepare it first (python data/prepare_embedded.py, see README)")
-    try:
-        n_vocab = read_header(train_files[0])["vocab_size"]
-        train_loader = TokenLoader(train_files, batch_size, block_size, rank=rank, world_size=world_size, seed=seed,
-                                   tokenizer=tokenizer, vocab_size=n_vocab)
-    except (TokenFileError, ValueError) as e:
-        fail(f"training data: {e}")
-    if master and not os.path.exists(os.path.join(data_dir, "val.bin")):
-        print(f"train.py: WARNING: no val.bin in {data_dir}: this run reports no in-domain validation loss"
-              + ("" if glob.glob(os.path.join(data_dir, "ood_*.bin")) else " and evaluates nothing at all")
-              + " (prepare it with the data/prepare_*.py script that made the training files)", file=sys.stderr, flush=True)
-
-model_cfg = config_from_preset(model, padded(n_vocab), block_size, **model_args)
+try:
+    train_loader, n_vocab = open_training_data(data_dir, batch_size, block_size, rank, world_size, seed, tokenizer)
+except ValueError as e:   # no files, another tokenizer's, a corrupt header, too few tokens
+    fail(f"training data: {e}")
+model_cfg = config_from_preset(model, padded_vocab_size(n_vocab), block_size, **model_args)
 teacher = None
-if teacher_ckpt or (dry_run and teacher_model):
-    if dry_run and not os.path.exists(teacher_ckpt):
-        with torch.device("meta"):
-            teacher = GPT(config_from_preset(teacher_model, padded(n_vocab), block_size))
-    else:
-        try:
-            tck = load_checkpoint(teacher_ckpt, mmap=True)
-        except CheckpointError as e:
-            fail(f"teacher: {e}")
-        if tck["tokenizer"] != tokenizer or tck["n_vocab"] != n_vocab:
-            fail(f"teacher {teacher_ckpt} uses tokenizer {tck['tokenizer']!r} ({tck['n_vocab']} tokens) "
-                 f"but the student uses {tokenizer!r} ({n_vocab} tokens); KD needs the same vocabulary")
-        if tck["model_config"]["block_size"] < block_size:
-            fail(f"teacher {teacher_ckpt} has a context of {tck['model_config']['block_size']} tokens, shorter than the "
-                 f"student's block_size={block_size}: it cannot score the student's sequences (lower block_size)")
-        if teacher_model:
-            want = asdict(config_from_preset(teacher_model, tck["model_config"]["vocab_size"], tck["model_config"]["block_size"]))
-            if want != tck["model_config"]:
-                fail(f"teacher checkpoint {teacher_ckpt} does not hold a {teacher_model!r} model: {tck['model_config']}")
-        # frozen, so no fp32 master weights: built straight in bf16 from the mapped file, never an fp32 copy
-        teacher = model_from_checkpoint(tck, device, dtype=torch.bfloat16 if dtype == "bfloat16" else None)
-        teacher.eval().requires_grad_(False)
-        del tck
-
-if dry_run:
-    from plan import print_plan
-    with torch.device("meta"):
-        student = GPT(model_cfg)
-    print_plan(student, teacher, config, world_size=int(os.environ.get("WORLD_SIZE", 8)), n_vocab=n_vocab)
-    sys.exit(0)
+if teacher_ckpt:
+    try:
+        teacher = load_teacher(teacher_ckpt, tokenizer=tokenizer, n_vocab=n_vocab, block_size=block_size,
+                               preset=teacher_model, device=device,
+                               dtype=torch.bfloat16 if dtype == "bfloat16" else None)
+    except CheckpointError as e:
+        fail(f"teacher: {e}")
 
 torch.manual_seed(seed)  # here, after the teacher is built, so the student's init doesn't depend on having one
 raw_model = GPT(model_cfg).to(device)
@@ -223,23 +168,17 @@ if fsdp:
     apply_fsdp(raw_model, param_dtype=half)  # before the optimizer, so it holds the shards
     if teacher is not None and fsdp_teacher:
         apply_fsdp(teacher, param_dtype=half)
-if optim == "sgd":
-    optimizer = torch.optim.SGD(raw_model.parameters(), lr=learning_rate)
-else:
-    optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+optimizer = (torch.optim.SGD(raw_model.parameters(), lr=learning_rate) if optim == "sgd"
+             else raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type))
 step, tokens_seen = 0, 0
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 sharded_dir = os.path.join(out_dir, "ckpt_sharded")  # FSDP's resumable checkpoint; ckpt.pt is then model-only
 if resume and (find_sharded(sharded_dir) if fsdp else os.path.exists(ckpt_path)):
-    try:
-        ck = load_sharded(sharded_dir, raw_model, optimizer) if fsdp else load_checkpoint(ckpt_path, map_location=device)
+    try:   # (FSDP loads its shards straight into the sharded model and optimizer)
+        ck = load_sharded(sharded_dir, raw_model, optimizer) if fsdp else load_for_resume(ckpt_path, asdict(model_cfg), device)
     except CheckpointError as e:
         fail(f"--resume: {e}")
     if not fsdp:
-        if ck["model_config"] != asdict(model_cfg):
-            fail(f"{ckpt_path} holds a different model than this config asks for:\n  {ck['model_config']}\n  {asdict(model_cfg)}")
-        if ck["optimizer"] is None:
-            fail(f"{ckpt_path} has no optimizer state (a gathered FSDP checkpoint?); resume FSDP runs with parallel='fsdp'")
         raw_model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
     train_loader.load_state_dict(ck["data_state"])
@@ -254,18 +193,17 @@ elif resume:
 student = torch.compile(raw_model) if compile else raw_model
 teacher_fwd = torch.compile(teacher) if compile and teacher is not None else teacher
 if ddp and not fsdp:
-    student = wrap_ddp(student, device_type, local_rank)
+    student = wrap_ddp(student, device)
 
-# "fused": the Triton/torch kernel does forward KL at T > 0 (the paper's loss, and plain CE); every other
-# option goes chunk by chunk through chunked_loss.py. Neither ever holds the micro-batch's [tokens, V] logits.
-in_kernel = label_smoothing == 0 and (teacher is None or (kd_loss == "forward" and temperature > 0 and top_k == 0))
-use_kernel = loss_impl == "fused" and in_kernel
-if use_kernel:
-    from fused_kd import fused_linear_kd_ce
+# "fused": lm_head and loss together (fused_kd.py's kernel for the paper's loss and plain CE, chunked_loss.py
+# for every other ablation), never the micro-batch's [tokens, V] logits; "reference": distill_loss.py.
 top_k_count = (round(top_k * n_vocab) if top_k < 1 else int(top_k)) if top_k > 0 else None  # round(p·V), as the paper
-# Under autocast the residual stream stays fp32 (embedding and residual adds are not autocast), so the final
-# hidden state is cast here: the fused and chunked losses then run their lm_head GEMMs in bf16 on a GPU, as
-# an autocast lm_head would, instead of TF32 with fp32 gradient buffers.
+loss_options = dict(temperature=temperature, vocab_size=n_vocab, kl=kd_loss, top_k=top_k_count,
+                    top_k_variant=top_k_variant, label_smoothing=label_smoothing, jsd_beta=jsd_beta)
+loss_path = loss_impl if loss_impl == "reference" else (
+    "fused" if in_kernel(teacher is not None, kd_loss, temperature, top_k_count, label_smoothing) else "chunked")
+# Under autocast the residual stream stays fp32, so the final hidden state is cast: the fused/chunked lm_head
+# GEMMs then run in bf16 on a GPU, as an autocast lm_head would, not in TF32 with fp32 gradient buffers.
 act_dtype = None if dtype == "float32" else getattr(torch, dtype)
 
 
@@ -280,70 +218,47 @@ def lr_at(it):
     return learning_rate * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def kd_loss_fn(x, y, a):
-    """Forward both models on a micro-batch; return (loss, ce, kd) for the student."""
+def micro_batch_loss(x, y, alpha_now):
+    """Forward both models on a micro-batch; return (loss, ce, kd): the objective at α = alpha_now, and its
+    two terms (ce against the data, kd against the teacher; kd is 0 without one)."""
     h_t = None
     with autocast:
         h = student(x)
         if teacher is not None:
             with torch.no_grad():
                 h_t = teacher_fwd(x)
-    # Under FSDP a weight may still be a shard (DTensor): gather it, differentiably, so its gradient is
-    # reduce-scattered back. After a forward FSDP2 usually leaves the root gathered, making this a no-op.
-    w_s = gathered(raw_model.lm_head.weight)
-    w_t = gathered(teacher.lm_head.weight) if teacher is not None else None
+    # Under FSDP the lm_head weights may still be shards: gathered differentiably (parallel.full)
+    w_s = full(raw_model.lm_head.weight)
+    w_t = full(teacher.lm_head.weight) if teacher is not None else None
     if loss_impl == "fused":
         if act_dtype is not None:
-            h = h.to(act_dtype)
-            h_t = h_t.to(act_dtype) if h_t is not None else None
-        if use_kernel:
-            return fused_linear_kd_ce(h, w_s, y, h_t, w_t, alpha=a, temperature=temperature, vocab_size=n_vocab)
-        return chunked_linear_kd_ce(h, w_s, y, h_t, w_t, alpha=a, temperature=temperature, vocab_size=n_vocab,
-                                    kl=kd_loss, top_k=top_k_count, top_k_variant=top_k_variant,
-                                    label_smoothing=label_smoothing, jsd_beta=jsd_beta)
+            h, h_t = h.to(act_dtype), (h_t.to(act_dtype) if h_t is not None else None)
+        return linear_kd_ce(h, w_s, y, h_t, w_t, alpha=alpha_now, **loss_options)
     with autocast:
         logits = raw_model.lm_head(h)
         t_logits = teacher.lm_head(h_t) if teacher is not None else None
-    return distill_loss(logits, y, t_logits, alpha=a, temperature=temperature, vocab_size=n_vocab,
-                        kl=kd_loss, top_k=top_k_count, top_k_variant=top_k_variant,
-                        label_smoothing=label_smoothing, jsd_beta=jsd_beta)
-
-
-def gathered(w):
-    return w.full_tensor() if isinstance(w, DTensor) else w
+    return distill_loss(logits, y, t_logits, alpha=alpha_now, **loss_options)
 
 
 def run_eval():
-    from eval import evaluate_loss, loss_splits
-    results = {}
-    for name, path in loss_splits(data_dir).items():
-        try:
-            results[name] = evaluate_loss(
-                raw_model, path, batch_size=batch_size, block_size=block_size, n_vocab=n_vocab, tokenizer=tokenizer,
-                max_batches=eval_iters, device=device, autocast=autocast,
-                rank=0 if fsdp else rank, world_size=1 if fsdp else world_size)["loss"]  # FSDP: every rank in every forward
-        except ValueError as e:   # another tokenizer's file, an id past the vocabulary, too short a file
-            fail(f"evaluation data {path}: {e}")
-    return results
-
-
-def git_commit():
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return ""
+    from eval import evaluate_splits
+    try:   # FSDP: every rank takes part in every forward, so each evaluates all batches
+        return evaluate_splits(raw_model, data_dir, batch_size=batch_size, block_size=block_size, n_vocab=n_vocab,
+                               tokenizer=tokenizer, max_batches=eval_iters, device=device, autocast=autocast,
+                               rank=0 if fsdp else rank, world_size=1 if fsdp else world_size)
+    except ValueError as e:   # another tokenizer's file, an id past the vocabulary, too short a file
+        fail(f"evaluation data: {e}")
 
 
 def save(tag=""):
     meta = {"model_config": asdict(model_cfg), "tokenizer": tokenizer, "n_vocab": n_vocab, "config": config,
-            "step": step, "tokens_seen": tokens_seen, "data_state": train_loader.state_dict(), "git_commit": commit,
+            "step": step, "tokens_seen": tokens_seen, "data_state": train_loader.state_dict(), "git_commit": run_log.commit,
             "rng": rng_state()}
     if fsdp:  # shards to resume from, and the gathered weights as the usual single file for eval/export/teachers
         save_sharded(sharded_dir, raw_model, optimizer, meta)
-        full = full_model_state_dict(raw_model)
+        whole = full_model_state_dict(raw_model)
         if master:
-            save_checkpoint(ckpt_path, {**meta, "model": full, "optimizer": None})
+            save_checkpoint(ckpt_path, {**meta, "model": whole, "optimizer": None})
     elif master:
         save_checkpoint(ckpt_path, {**meta, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict()})
     log(f"saved {sharded_dir if fsdp else ckpt_path} at step {step}{tag}")
@@ -364,58 +279,21 @@ signal.signal(signal.SIGTERM, request_stop)
 _test_signal, _, _test_signal_step = os.environ.get("NANOKD_TEST_SIGNAL", "").partition("@")
 _test_signal = getattr(signal, _test_signal) if _test_signal else None
 
-# ---- the run directory records what produced it --------------------------------
-commit = git_commit()
-wandb_run = None
-if master:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump({"config": config, "model_config": asdict(model_cfg), "git_commit": commit, "argv": sys.argv,
-                   "world_size": world_size, "grad_accum_steps": grad_accum_steps}, f, indent=2)
-    if wandb_log:
-        try:
-            import wandb
-            # dir=out_dir: the run's wandb files (offline ones too, WANDB_MODE=offline) stay with the run
-            wandb_run = wandb.init(project=wandb_project, name=wandb_run_name or os.path.basename(out_dir),
-                                   config=config, dir=out_dir)
-        except Exception as e:  # offline clusters, no account, no package: never worth losing a run over
-            log(f"wandb disabled: {e}")
-log_file = open(os.path.join(out_dir, "log.jsonl"), "a") if master else None
-
-
-def record(entry):
-    if master:
-        log_file.write(json.dumps(entry) + "\n")
-        log_file.flush()
-        if wandb_run is not None:
-            try:
-                wandb_run.log(entry, step=entry["step"])
-            except Exception:
-                pass
-
-
-def finish_logging(summary=None):
-    if master:
-        log_file.close()
-        if wandb_run is not None:
-            try:
-                if summary:
-                    wandb_run.summary.update(summary)
-                wandb_run.finish()
-            except Exception:
-                pass
-
+# ---- the run directory records what produced it (runlog.py) -------------------
+run_log = RunLog(out_dir, config, master, wandb_project=wandb_project if wandb_log else None,
+                 wandb_run_name=wandb_run_name, model_config=asdict(model_cfg), world_size=world_size,
+                 grad_accum_steps=grad_accum_steps)
+record = run_log.record
 
 n_student = raw_model.num_params()
 log(f"student {model} {n_student / 1e6:.2f}M params"
     + (f", teacher {teacher.num_params() / 1e6:.2f}M params (α={alpha}, T={temperature})" if teacher is not None else ", no teacher")
     + f" | {world_size} process(es) × {grad_accum_steps} accumulation × {batch_size}×{block_size} = {batch_tokens:,} tokens/step"
-    + f" | {total_iters} steps, {('fused' if use_kernel else 'chunked') if loss_impl == 'fused' else 'reference'} loss, {dtype}")
+    + f" | {total_iters} steps, {loss_path} loss, {dtype}")
 
 # ---- training loop -------------------------------------------------------------
 flops_per_step = batch_tokens * (raw_model.flops_per_token(block_size) +
                                  (teacher.flops_per_token(block_size, backward=False) if teacher is not None else 0))
-from plan import peak_flops
 peak = peak_flops(device) * world_size
 t_start, t_last, step_last, tokens_at_start = time.time(), time.time(), step, tokens_seen
 t_run, first_step, loss_f = time.time(), step, None
@@ -437,7 +315,7 @@ while step < total_iters:
             fail(f"training data: {e}")
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         set_grad_sync(student, micro == grad_accum_steps - 1)  # communicate once per step, not per micro-step
-        loss, ce, kd = kd_loss_fn(x, y, a)
+        loss, ce, kd = micro_batch_loss(x, y, a)
         (loss / grad_accum_steps).backward()
         sums[:3] += torch.stack([loss.detach(), ce, kd]).float() / grad_accum_steps
     sums[3] = float(stop_requested)
@@ -448,7 +326,7 @@ while step < total_iters:
         # the checkpoint on disk is from the last eval of a finite run; leave it alone
         fail(f"loss is {loss_f} at step {step} (ce {ce_f}, kd {kd_f}); stopping. "
              f"The last good checkpoint is {ckpt_path} if one was saved.")
-    grad_norm = to_number(torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip))
+    grad_norm = full(torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)).item()
     if not math.isfinite(grad_norm):
         fail(f"gradient norm is {grad_norm} at step {step} (loss {loss_f}); stopping before it reaches the weights. "
              f"The last good checkpoint is {ckpt_path} if one was saved.")
@@ -473,7 +351,7 @@ while step < total_iters:
     if stop_flag > 0:
         save(" (stop requested)")
         log(f"stopped by signal at step {step}; continue with --resume=True")
-        finish_logging()
+        run_log.finish()
         if ddp:
             exit_cleanly(143)
         sys.exit(143)
@@ -487,7 +365,7 @@ if master:
         json.dump({"step": step, "tokens_seen": tokens_seen, "eval": final, "train_loss": loss_f,
                    "minutes": (time.time() - t_run) / 60}, f, indent=2)
 # the numbers a KD run is compared by, as the wandb run's summary
-finish_logging({"loss": loss_f, "ce": ce_f, "kd": kd_f, "alpha": alpha_at(step), "temperature": temperature,
+run_log.finish({"loss": loss_f, "ce": ce_f, "kd": kd_f, "alpha": alpha_at(step), "temperature": temperature,
                 "teacher": teacher_ckpt or "none", **{f"eval/{k}": v for k, v in final.items()}})
 if ddp:
     exit_cleanly(0)

@@ -23,6 +23,7 @@ smaller.
 
 import glob
 import os
+import sys
 
 import numpy as np
 import torch
@@ -149,6 +150,23 @@ class TokenLoader:
                 raise ValueError(f"loader state does not fit this run: saved {key}={state[key]}, now {mine} "
                                  f"(files {self.paths[0]}{', ...' if len(self.paths) > 1 else ''})")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+def open_training_data(data_dir, batch_size, block_size, rank=0, world_size=1, seed=0, tokenizer=None):
+    """The training loader over data_dir/train*.bin and the vocabulary size its files carry; ValueError
+    (a TokenFileError for a bad file) saying what is wrong. Warns once on rank 0 when val.bin is missing."""
+    files = sorted(glob.glob(os.path.join(data_dir, "train*.bin")))
+    if not files:
+        raise ValueError(f"no training data matches {os.path.join(data_dir, 'train*.bin')}; prepare it first "
+                         "(python data/prepare_embedded.py, see README)")
+    n_vocab = read_header(files[0])["vocab_size"]
+    loader = TokenLoader(files, batch_size, block_size, rank=rank, world_size=world_size, seed=seed,
+                         tokenizer=tokenizer, vocab_size=n_vocab)
+    if rank == 0 and not os.path.exists(os.path.join(data_dir, "val.bin")):
+        print(f"train.py: WARNING: no val.bin in {data_dir}: this run reports no in-domain validation loss"
+              + ("" if glob.glob(os.path.join(data_dir, "ood_*.bin")) else " and evaluates nothing at all")
+              + " (prepare it with the data/prepare_*.py script that made the training files)", file=sys.stderr, flush=True)
+    return loader, n_vocab
 
 
 def eval_batches(path, batch_size, block_size, max_batches=None, rank=0, world_size=1,
