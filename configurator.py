@@ -30,18 +30,24 @@ def _unknown(key, valid):
     return ConfigError(f"unknown config key {key!r}; valid keys are: {', '.join(sorted(valid))}")
 
 
+def read_config_file(path):
+    """The names a config (or grid) file sets, imports left out: the file run as Python in a namespace of its own.
+    (A grid may set functions, e.g. `include`; a train.py config may not.)"""
+    with open(path) as f:
+        source = f.read()
+    namespace = {}
+    exec(compile(source, path, "exec"), namespace)
+    return {k: v for k, v in namespace.items() if not k.startswith("_") and type(v).__name__ != "module"}
+
+
 def apply_overrides(config, argv):
     """Apply a config file and --key=value args to `config` (a dict of defaults) in place."""
     defaults = {k: v for k, v in config.items() if not k.startswith("_") and isinstance(v, (int, float, bool, str, dict, list, tuple))}
     for arg in argv:
         if not arg.startswith("--"):
-            # a config file: exec it in a scratch namespace, then check every name it set
-            with open(arg) as f:
-                source = f.read()
-            namespace = {}
-            exec(compile(source, arg, "exec"), namespace)
-            for key, value in namespace.items():
-                if key.startswith("_") or callable(value) or type(value).__name__ == "module":
+            # a config file: every name it sets must be a known key of the right type
+            for key, value in read_config_file(arg).items():
+                if callable(value):   # a helper function the file defines for itself
                     continue
                 if key not in defaults:
                     raise _unknown(key, defaults)

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from configurator import read_config_file
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUNS = [  # (name, config, extra args)
     ("teacher", "configs/tiny_teacher.py", []),
@@ -32,9 +34,7 @@ def out_dir_of(config, extra):
     for arg in extra:
         if arg.startswith("--out_dir="):
             return arg.split("=", 1)[1]
-    namespace = {}
-    exec(open(os.path.join(HERE, config)).read(), namespace)
-    return namespace["out_dir"]
+    return read_config_file(os.path.join(HERE, config))["out_dir"]
 
 
 def run(cmd):

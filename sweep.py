@@ -53,6 +53,7 @@ import subprocess
 import sys
 import time
 
+from configurator import read_config_file
 from sweep_report import collect, eval_path, read_json, write_report  # noqa: F401 (the report, its own file)
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -68,16 +69,8 @@ class GridError(ValueError):
 
 # ---- the grid ------------------------------------------------------------------------------------
 
-def exec_file(path):
-    with open(path) as f:
-        namespace = {}
-        exec(compile(f.read(), path, "exec"), namespace)
-    return namespace
-
-
 def load_grid(path):
-    ns = exec_file(path)
-    grid = {k: v for k, v in ns.items() if not k.startswith("_") and type(v).__name__ != "module"}
+    grid = read_config_file(path)
     unknown = set(grid) - GRID_KEYS
     if unknown:
         raise GridError(f"{path}: unknown grid setting(s) {', '.join(sorted(unknown))}; "
@@ -113,7 +106,7 @@ def expand(grid, out_root=None):
         if path not in config_cache:
             if not os.path.exists(os.path.join(REPO, path)) and not os.path.exists(path):
                 raise GridError(f"config file {path} does not exist")
-            config_cache[path] = exec_file(path if os.path.exists(path) else os.path.join(REPO, path))
+            config_cache[path] = read_config_file(path if os.path.exists(path) else os.path.join(REPO, path))
         return config_cache[path].get(key, default)
 
     def make(name, kind, entry, extra, **meta):

@@ -28,6 +28,7 @@ from contextlib import nullcontext
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configurator import read_config_file  # noqa: E402
 from distill_loss import distill_loss  # noqa: E402
 from fused_kd import fused_linear_kd_ce  # noqa: E402
 from model import GPT, config_from_preset  # noqa: E402
@@ -39,9 +40,7 @@ def load_config(path, overrides):
     cfg = dict(model="tiny-128", model_args={}, teacher_model="", tokenizer="bytes", batch_size=16, block_size=256,
                alpha=0.5, temperature=1.0, compile=False)
     if path:
-        namespace = {}
-        exec(open(path).read(), namespace)
-        cfg.update({k: v for k, v in namespace.items() if k in cfg})
+        cfg.update({k: v for k, v in read_config_file(path).items() if k in cfg})
     for arg in overrides:
         key, _, value = arg[2:].partition("=")
         if key not in cfg:

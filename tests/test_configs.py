@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import sweep
+from configurator import read_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,7 +70,7 @@ LOSS_KEYS = ("alpha", "temperature", "top_k", "top_k_variant", "label_smoothing"
 
 def config_jobs():
     # the tiny byte-level configs are single-process CPU runs; everything else plans for one 8-GPU node
-    return [([c, "--dry_run=True"], 1 if sweep.exec_file(c).get("tokenizer") == "bytes" else 8) for c in CONFIGS]
+    return [([c, "--dry_run=True"], 1 if read_config_file(c).get("tokenizer") == "bytes" else 8) for c in CONFIGS]
 
 
 def grid_jobs():
@@ -208,7 +209,7 @@ def test_paper_configs_plan_the_authors_steps(planned):
     assert set(paper) == set(PAPER_STEPS)
     for name, steps in PAPER_STEPS.items():
         assert f"steps {steps:,} ({steps * 2_097_152 / 1e9:.2f}B tokens)" in paper[name], name
-        lr = sweep.exec_file(os.path.join(ROOT, "configs", "paper", name))["learning_rate"]
+        lr = read_config_file(os.path.join(ROOT, "configs", "paper", name))["learning_rate"]
         assert lr == (5e-4 if "qwen3" in name else 3e-4), name
 
 
@@ -217,7 +218,7 @@ def grid_runs(name):
 
 
 def steps_of(run):
-    return run["overrides"].get("max_iters") or sweep.exec_file(os.path.join(ROOT, run["config"]))["max_iters"]
+    return run["overrides"].get("max_iters") or read_config_file(os.path.join(ROOT, run["config"]))["max_iters"]
 
 
 def test_grids_use_the_authors_teachers_budgets_and_alphas():
