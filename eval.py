@@ -65,7 +65,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from data.loader import eval_batches
-from parallel import full, init_processes
+from parallel import exit_cleanly, full, init_processes
 
 
 def loss_splits(data_dir):
@@ -460,7 +460,7 @@ def main(argv=None):
             json.dump(results, f, indent=2)
         print(f"wrote {out} ({results['seconds']}s)")
     if ddp:
-        dist.destroy_process_group()
+        exit_cleanly(0)   # (rather than returning: see parallel.exit_cleanly)
     return results
 
 

@@ -40,10 +40,11 @@ def exit_cleanly(code=0):
     """End a process of a torchrun job: wait for every rank (none leaves while another still writes its
     checkpoint), leave the process group, then exit without the interpreter's teardown.
 
-    Why not just return: FSDP's device meshes (and DTensor's sharding cache) hold on to the Gloo/NCCL process
-    groups after destroy_process_group, so those are only freed while the interpreter shuts down, and Gloo's
-    worker threads can then be destroyed still running: rank 1 dies with "terminate called without an active
-    exception" (SIGABRT) and a finished run exits non-zero. Everything worth keeping is on disk by now."""
+    Why not just return: a process group can outlive destroy_process_group (FSDP's device meshes and DTensor's
+    sharding cache hold on to it; eval.py under plain torchrun showed it too), so it is only freed while the
+    interpreter shuts down, and Gloo's worker threads can then be destroyed still running: a rank dies with
+    "terminate called without an active exception" (SIGABRT) and a finished run exits non-zero. Everything
+    worth keeping is on disk by now."""
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
