@@ -22,7 +22,13 @@ ablation runs two contenders, reference:<loss> (full logits + distill_loss + aut
 (top-k: --top_k, a count or a fraction of V; α and T from --alpha and --T.)
 
 Time: the median over --repeats rounds; each round runs every contender once, interleaved, so a
-machine whose load drifts (a shared CPU box) slows all contenders alike. Peak extra memory: on CUDA,
+machine whose load drifts (a shared CPU box) slows all contenders alike; the order is rotated by one each
+round, so which contender runs first, and which right after the reference (which frees several GB),
+changes from round to round. Each round's
+floor time / fused time is that round's fraction of the matmul floor: the summary gives its median over
+rounds, the spread (min-max and interquartile range) and the fused loss's peak memory as a fraction of
+the reference's, against the targets (CPU: >= 75% of the floor, memory <= 1/20 of the reference;
+CUDA: >= 80% of the floor; --target_floor_pct, --target_memory_fraction). Peak extra memory: on CUDA,
 torch.cuda.max_memory_allocated minus what was allocated before the call; on CPU each contender
 runs again in a fresh subprocess (so no earlier contender's allocations linger), once to warm up,
 then with the kernel's high-water mark of resident memory reset (/proc/self/clear_refs) and glibc
@@ -30,7 +36,7 @@ told to return every allocation over 64 KiB to the OS on free (MALLOC_MMAP_THRES
 high-water mark minus the resident size before the call is what the call itself held at its peak,
 gradients included (every contender produces the same ones).
 
-    python bench/bench_loss.py                                   # CPU defaults of DESIGN.md
+    python bench/bench_loss.py --repeats=7                       # CPU anchor of DESIGN.md
     python bench/bench_loss.py --device=cuda --dtype=bfloat16 --N=16384 --V=128256 --H_s=2048 --H_t=4096
     python bench/bench_loss.py --loss=reverse,hard,topk_teacher,topk_both,topk_bucket,smooth,jsd --repeats=3
 """
@@ -53,7 +59,12 @@ import chunked_loss  # noqa: E402
 import fused_kd  # noqa: E402
 from distill_loss import distill_loss  # noqa: E402
 
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}   # dense bf16, SXM parts
+# dense bf16 peak, TFLOP/s, by a substring of the device name; the first match wins, so the PCIe/NVL
+# parts (lower clocks and power) come before the SXM default of their family
+PEAK_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H200 NVL", 835.0), ("H100", 989.0),
+                    ("H200", 989.0), ("GH200", 989.0), ("A100", 312.0)]
+# torch.OutOfMemoryError is the top-level name only in newer torch; torch.cuda's alias is older
+OOM_ERRORS = tuple({getattr(torch, "OutOfMemoryError", RuntimeError), getattr(torch.cuda, "OutOfMemoryError", RuntimeError)})
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--N", type=int, default=4096, help="tokens")
@@ -77,6 +88,12 @@ parser.add_argument("--loss", default="forward", help="comma-separated: forward 
 parser.add_argument("--top_k", type=float, default=0.05, help="top-k ablations: a count, or a fraction of V (round(p·V))")
 parser.add_argument("--label_smoothing", type=float, default=0.1, help="the smooth ablation's ε")
 parser.add_argument("--jsd_beta", type=float, default=0.5)
+parser.add_argument("--target_floor_pct", type=float, default=None,
+                    help="goal for the fused loss, %% of the matmul floor's speed (floor time / fused time); "
+                    "default 75 on CPU, 80 on CUDA")
+parser.add_argument("--target_memory_fraction", type=float, default=1 / 20,
+                    help="goal for the fused loss's peak extra memory as a fraction of the reference's")
+parser.add_argument("--note", default=None, help="free text stored in the JSON (e.g. that the machine was shared)")
 parser.add_argument("--out", default=None, help="JSON path; default bench/results/loss_<device>_<date>.json")
 parser.add_argument("--_memory_child", default=None, help=argparse.SUPPRESS)
 args = parser.parse_args()
@@ -100,12 +117,15 @@ except ImportError:
 # ---------------------------------------------------------------------------------------------------------------
 # inputs: hidden states of unit scale and weights giving logits of a few units, like trained models'
 
-g = torch.Generator().manual_seed(0)
-x_s = torch.randn(args.N, args.H_s, generator=g).to(dev, dtype).requires_grad_()
-w_s = (torch.randn(args.V, args.H_s, generator=g) * args.H_s ** -0.5 * 2).to(dev, dtype).requires_grad_()
-x_t = torch.randn(args.N, args.H_t, generator=g).to(dev, dtype)
-w_t = (torch.randn(args.V, args.H_t, generator=g) * args.H_t ** -0.5 * 2).to(dev, dtype)
-y = torch.randint(0, args.V, (args.N,), generator=g).to(dev)
+# On CUDA they are drawn on the device: a CPU draw of the [128256, 4096] teacher weight alone takes seconds
+# (the CPU draw is kept on CPU, so CPU figures stay comparable with earlier runs)
+g = torch.Generator(device=dev if dev.type == "cuda" else "cpu").manual_seed(0)
+gdev = dev if dev.type == "cuda" else torch.device("cpu")
+x_s = torch.randn(args.N, args.H_s, generator=g, device=gdev).to(dev, dtype).requires_grad_()
+w_s = (torch.randn(args.V, args.H_s, generator=g, device=gdev) * args.H_s ** -0.5 * 2).to(dev, dtype).requires_grad_()
+x_t = torch.randn(args.N, args.H_t, generator=g, device=gdev).to(dev, dtype)
+w_t = (torch.randn(args.V, args.H_t, generator=g, device=gdev) * args.H_t ** -0.5 * 2).to(dev, dtype)
+y = torch.randint(0, args.V, (args.N,), generator=g, device=gdev).to(dev)
 y[:: 50] = -100   # a few ignored tokens, as padding would give
 
 
@@ -203,10 +223,16 @@ if "forward" in losses_wanted:
     if liger_kernel is not None:
         contenders["liger"] = run_liger
     wanted = [c for c in args.contenders.split(",") if c]
-    skipped = {c: ("CUDA only" if c == "triton" else "liger_kernel not installed") for c in wanted if c not in contenders}
+    unknown = [c for c in wanted if c not in ("reference", "torch", "triton", "liger", "floor", "chunked")]
+    if unknown:
+        parser.error(f"--contenders: unknown {','.join(unknown)}; choose from reference,torch,triton,liger,floor,chunked")
+    why_not = {"triton": "CUDA only" if dev.type != "cuda" else "triton not importable",
+               "liger": "liger_kernel not installed"}
+    skipped = {c: why_not[c] for c in wanted if c not in contenders}
     contenders = {c: contenders[c] for c in wanted if c in contenders}
 else:
     skipped = {}
+FUSED = [c for c in ("triton", "torch") if c in contenders]   # the fused loss, held to the targets below
 for name in losses_wanted:
     if name != "forward":
         for kind in ("reference", "chunked"):
@@ -280,56 +306,123 @@ for name, why in skipped.items():
 load_before = os.getloadavg()
 times = {name: [] for name in contenders}
 losses = {}
+failed = {}   # contenders that raised something other than running out of memory: the run exits non-zero
 for name, fn in list(contenders.items()):   # warm-up (triton compiles, cuBLAS picks kernels, pages get touched)
     try:
         losses[name] = one_run(fn)[1]
-    except torch.OutOfMemoryError:   # the naive loss at large N·V on a smaller GPU: report, don't crash
+    except Exception as e:   # noqa: BLE001 - one broken contender (Liger's compile, an OOM) must not lose the others
         x_s.grad = w_s.grad = None
-        torch.cuda.empty_cache()
-        skipped[name] = "out of memory"
-        print(f"skipping {name}: out of memory")
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+        why = "out of memory" if isinstance(e, OOM_ERRORS) and "out of memory" in str(e).lower() else \
+            f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+        skipped[name] = why
+        if why != "out of memory":   # the naive loss at large N·V on a smaller GPU is expected, not a failure
+            failed[name] = why
+            import traceback
+            traceback.print_exc()
+        print(f"skipping {name}: {why}")
         del contenders[name], times[name]
+order = list(contenders)
 for i in range(args.repeats):
-    for name, fn in contenders.items():
-        times[name].append(one_run(fn)[0])
-    print(f"round {i + 1}/{args.repeats}: " + "  ".join(f"{n} {t[-1]:.3f}s" for n, t in times.items()), flush=True)
+    # rotated by one each round: no contender is always first, or always the one after the reference
+    for name in order[i % len(order):] + order[:i % len(order)]:
+        times[name].append(one_run(contenders[name])[0])
+    line = "  ".join(f"{n} {t[-1]:.3f}s" for n, t in times.items())
+    shown = [n for n in times if n in FUSED or n == "liger"]
+    if "floor" in times and shown:
+        line += " | " + "  ".join(f"floor/{n} {times['floor'][-1] / times[n][-1]:.0%}" for n in shown)
+    print(f"round {i + 1}/{args.repeats}: {line}", flush=True)
 load_after = os.getloadavg()
-memory = {} if args.no_memory else {name: measure_memory(name) for name in contenders}
+memory = {}
+if not args.no_memory:
+    for name in contenders:
+        try:
+            memory[name] = measure_memory(name)
+        except (RuntimeError, *OOM_ERRORS) as e:
+            print(f"memory of {name} not measured: {str(e).strip().splitlines()[-1][:300]}")
+            memory[name] = None
+            if dev.type == "cuda":
+                x_s.grad = w_s.grad = None
+                torch.cuda.empty_cache()
 
 flops = 2 * args.N * args.V * (args.H_t + 3 * args.H_s)
 peak = args.peak_tflops
 if peak is None and dev.type == "cuda":
-    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device_name()), None)
+    peak = next((v for k, v in PEAK_BF16_TFLOPS if k in device_name()), None)
 floor_t = statistics.median(times["floor"]) if "floor" in times else None
+
+
+def spread(values):
+    """min, max and the quartiles (inclusive method: with 5 values q1/q3 are the 2nd/4th)"""
+    v = sorted(values)
+    q1, _, q3 = statistics.quantiles(v, n=4, method="inclusive") if len(v) > 1 else (v[0], v[0], v[0])
+    return {"min": v[0], "q1": q1, "q3": q3, "max": v[-1]}
+
+
 results = {}
+ref_mem = memory.get("reference")
 for name in contenders:
     t = statistics.median(times[name])
+    # paired, per round: this round's floor time / this round's time, i.e. the fraction of the matmul floor's
+    # speed this contender reached; its median over rounds is robust to a load that drifts between rounds
+    of_floor = [b / a for a, b in zip(times[name], times["floor"])] if floor_t else None
     results[name] = {
         "time_median_s": t, "time_min_s": min(times[name]), "times_s": times[name],
-        # paired: the median over rounds of this round's time / this round's floor time, robust to a load
-        # that drifts between rounds; the ratio of the medians is kept too
+        # the older form of the same pairing, time / floor time (so 1/floor_fraction_median, up to the median)
         "ratio_to_floor": statistics.median(a / b for a, b in zip(times[name], times["floor"])) if floor_t else None,
         "ratio_of_medians_to_floor": t / floor_t if floor_t else None,
+        "floor_fraction_per_round": of_floor,
+        "floor_fraction_median": statistics.median(of_floor) if of_floor else None,
+        "floor_fraction_spread": spread(of_floor) if of_floor else None,
         "peak_extra_bytes": memory.get(name),
+        "memory_fraction_of_reference": memory[name] / ref_mem if memory.get(name) and ref_mem else None,
         "tflops": flops / t / 1e12,
         "pct_of_bf16_peak": 100 * flops / t / 1e12 / peak if peak and dev.type == "cuda" else None,
         "loss": losses[name],
     }
 
-ref_mem = memory.get("reference")
-w = max(10, *(len(n) for n in results))
-print(f"{'contender':<{w}} {'median s':>9} {'min s':>8} {'x floor':>8} {'peak extra':>11} {'vs ref mem':>10} "
-      f"{'TFLOP/s':>8} {'% peak':>7} {'loss':>10}")
+w = max(10, *(len(n) for n in results)) if results else 10
+print(f"{'contender':<{w}} {'median s':>9} {'min s':>8} {'x floor':>8} {'% floor':>8} {'peak extra':>11} "
+      f"{'vs ref mem':>10} {'TFLOP/s':>8} {'% peak':>7} {'loss':>10}")
 for name, r in results.items():
     mem, pct, loss = r["peak_extra_bytes"], r["pct_of_bf16_peak"], r["loss"]
     mem_s = f"{mem / 2**30:.3f} GiB" if mem is not None else "-"
     vs_ref = f"1/{ref_mem / mem:.1f}" if mem and ref_mem else "-"
     pct_s = f"{pct:.1f}" if pct else "-"
     loss_s = f"{loss:.5f}" if loss is not None else "-"
+    ff = r["floor_fraction_median"]
     print(f"{name:<{w}} {r['time_median_s']:9.3f} {r['time_min_s']:8.3f} {r['ratio_to_floor'] or float('nan'):8.2f} "
-          f"{mem_s:>11} {vs_ref:>10} {r['tflops']:8.2f} {pct_s:>7} {loss_s:>10}")
-print(f"x floor: median over rounds of (time / the same round's floor time). Load average before/after: "
-      f"{load_before[0]:.1f} / {load_after[0]:.1f} (other processes shared the machine if well above 0)")
+          f"{(f'{ff:.1%}' if ff else '-'):>8} {mem_s:>11} {vs_ref:>10} {r['tflops']:8.2f} {pct_s:>7} {loss_s:>10}")
+print(f"x floor: median over rounds of (time / the same round's floor time); % floor: median over rounds of "
+      f"(floor time / time). Load average before/after: {load_before[0]:.1f} / {load_after[0]:.1f} "
+      f"(other processes shared the machine if well above 0)")
+
+# The fused loss against its targets (issue 10): a fraction of the matmul floor's speed (median of the per-round
+# ratios, >= 5 rounds) and a fraction of the reference's peak memory
+target_pct = args.target_floor_pct if args.target_floor_pct is not None else (80.0 if dev.type == "cuda" else 75.0)
+targets = {}
+for name in FUSED:
+    r = results.get(name)
+    if r is None or r["floor_fraction_median"] is None:
+        continue
+    ff, sp, mf = r["floor_fraction_median"], r["floor_fraction_spread"], r["memory_fraction_of_reference"]
+    targets[name] = {
+        "floor_pct_median": 100 * ff, "floor_pct_min": 100 * sp["min"], "floor_pct_max": 100 * sp["max"],
+        "floor_pct_q1": 100 * sp["q1"], "floor_pct_q3": 100 * sp["q3"], "rounds": len(r["times_s"]),
+        "target_floor_pct": target_pct, "meets_floor_target": 100 * ff >= target_pct and len(r["times_s"]) >= 5,
+        "memory_fraction_of_reference": mf, "target_memory_fraction": args.target_memory_fraction,
+        "meets_memory_target": None if mf is None else mf <= args.target_memory_fraction,
+    }
+    t_ = targets[name]
+    few = " (fewer than 5 rounds: not a valid test of the target)" if t_["rounds"] < 5 else ""
+    mem_s = (f"peak extra memory 1/{1 / mf:.1f} of the reference's, target <= 1/{1 / args.target_memory_fraction:.0f}: "
+             f"{'met' if t_['meets_memory_target'] else 'MISSED'}") if mf else "memory vs reference: not measured"
+    print(f"target {name}: {t_['floor_pct_median']:.1f}% of the matmul floor (median of {t_['rounds']} per-round "
+          f"floor/{name} ratios; min-max {t_['floor_pct_min']:.1f}-{t_['floor_pct_max']:.1f}%, IQR "
+          f"{t_['floor_pct_q1']:.1f}-{t_['floor_pct_q3']:.1f}%), target >= {target_pct:.0f}%: "
+          f"{'met' if t_['meets_floor_target'] else 'MISSED'}{few}; {mem_s}")
 
 # Each ablation: chunked against its own full-logit reference. Targets (issue 10): memory <= 1/8, time <= 1.
 ablations = {}
@@ -382,7 +475,13 @@ record = {
     "memory_method": "cuda max_memory_allocated delta" if dev.type == "cuda" else
                      "fresh subprocess per contender: VmHWM after clear_refs minus VmRSS before, MALLOC_MMAP_THRESHOLD_=65536",
     "results": results,
+    "targets": targets,
     "ablations": ablations,
+    "failed": failed,
+    "note": args.note,
+    # CUDA: whether this torch's addmm takes bf16 inputs with an fp32 accumulator in place (torch >= 2.10, it
+    # seems); if not, fused_kd (and the floor, which calls the same helper) adds an fp32-out GEMM instead
+    "addmm_fp32_accumulate": {str(k): v for k, v in fused_kd._addmm_fp32_ok.items()},
 }
 out = args.out
 if out is None:
@@ -393,3 +492,6 @@ os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
 with open(out, "w") as f:
     json.dump(record, f, indent=1)
 print(f"wrote {out}")
+if failed:
+    print(f"FAILED contenders: {', '.join(failed)}")
+    sys.exit(3)
