@@ -1,0 +1,106 @@
+"""
+bench/gpu_check.sh without a GPU: its DRY=1 mode runs the same steps (preflight, pytest files, one benchmark
+process per case, the summary) on this CPU with tiny fp32 shapes, so the control flow, the flags it passes to
+bench/bench_loss.py and the JSON it writes are checked here before the script ever meets a GPU.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "bench", "gpu_check.sh")
+needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="no bash on this machine")
+
+
+def run_script(tmp_path, **env):
+    e = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "CASES", "TESTS_GPU", "TESTS_CPU")}
+    e.update(DRY="1", OUT=str(tmp_path), PYTHON=sys.executable, LIGER="0", **env)
+    return subprocess.run(["bash", SCRIPT], env=e, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def summary_of(tmp_path):
+    (path,) = [p for p in tmp_path.glob("gpu_check_dry-cpu_*.json") if not p.name.endswith("preflight.json")]
+    return json.loads(path.read_text())
+
+
+@needs_bash
+def test_script_parses():
+    r = subprocess.run(["bash", "-n", SCRIPT], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_every_flag_passed_to_bench_loss_exists():
+    # including the SWEEP=1 flags, which the dry run below does not reach
+    text = open(SCRIPT).read().replace("\\\n", " ")
+    calls = re.findall(r"bench/bench_loss\.py([^\n]*)", text)
+    flags = {f for c in calls for f in re.findall(r"(--[A-Za-z_]+)", c)}
+    assert {"--device", "--dtype", "--N", "--V", "--H_s", "--H_t", "--repeats", "--contenders", "--out"} <= flags
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_loss.py"), "--help"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    missing = [f for f in flags if not re.search(rf"{f}\b", r.stdout)]
+    assert not missing, f"gpu_check.sh passes flags bench_loss.py does not define: {missing}"
+
+
+def test_no_bare_python_call():
+    # a fresh GPU machine may have only python3: every call goes through $PY (PYTHON, else python3, else python)
+    heredoc = False
+    for i, line in enumerate(open(SCRIPT), 1):
+        if heredoc:   # the Python programs fed to "$PY" - <<'EOF'
+            heredoc = line.strip() != "EOF"
+            continue
+        heredoc = "<<'EOF'" in line
+        code = re.sub(r'"[^"$]*"', '""', line.split("#", 1)[0])   # strings without expansions are text
+        if "command -v" in code or re.search(r"PY=python3?\b", code):
+            continue
+        assert not re.search(r"(^|[\s;|&(])python3?\s", code), f"line {i} calls python directly: {line.strip()}"
+
+
+@needs_bash
+def test_dry_run_end_to_end(tmp_path):
+    r = run_script(tmp_path, CASES="512:32", N="128", H_S="32", REPEATS="5",
+                   # (cheap pytest targets: what is checked is that they run, are counted and reported)
+                   TESTS_GPU="tests/test_gpu_check.py::test_script_parses",
+                   TESTS_CPU="tests/test_gpu_check.py::test_no_bare_python_call")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    s = summary_of(tmp_path)
+    assert s["dry_run"] and s["torch"] and s["date"] and s["device"] == "cpu (dry run)"
+    assert "triton" in s and s["budget_s"] == 285 and 0 < s["elapsed_s"] <= s["budget_s"]
+    assert {t: v["result"] for t, v in s["tests"].items()} == {
+        "test_gpu_check--test_script_parses": "passed", "test_gpu_check--test_no_bare_python_call": "passed"}
+    assert s["tests_passed"] and all(v["passed"] == 1 for v in s["tests"].values())
+    assert [st["name"] for st in s["steps"]][:1] == ["preflight"] and all(st["status"] == "ok" for st in s["steps"])
+    (case,) = s["cases"]
+    assert (case["N"], case["V"], case["H_s"], case["H_t"], case["dtype"]) == (128, 512, 32, 32, "float32")
+    assert case["fused_impl"] == "torch"   # no triton contender on a CPU: skipped, with its reason
+    assert case["skipped"]["triton"] == "CUDA only" and case["failed"] == {}
+    assert case["fused_pct_of_floor"] > 0 and len(case["fused_pct_of_floor_min_max"]) == 2
+    assert 0 < case["fused_memory_fraction_of_reference"] and isinstance(case["meets_goal"], bool)
+    assert case["fused_pct_of_bf16_peak"] is None   # no bf16 peak on a CPU
+    per_case = json.loads(open(case["json"]).read())
+    cfg = per_case["config"]
+    assert (cfg["N"], cfg["V"], cfg["H_s"], cfg["H_t"], cfg["repeats"], cfg["device"]) == (128, 512, 32, 32, 5, "cpu")
+    torch_r = per_case["results"]["torch"]
+    assert len(torch_r["floor_fraction_per_round"]) == 5 and torch_r["floor_fraction_spread"]["min"] > 0
+    assert per_case["targets"]["torch"]["rounds"] == 5 and "meets_floor_target" in per_case["targets"]["torch"]
+
+
+@needs_bash
+def test_failures_and_budget_are_recorded(tmp_path):
+    # a test target that does not exist fails its step (and the script), and the run goes on to the summary
+    r = run_script(tmp_path / "a", CASES="", TESTS_GPU="tests/no_such_test_file.py", TESTS_CPU="")
+    assert r.returncode == 1, r.stdout[-3000:]
+    s = summary_of(tmp_path / "a")
+    assert s["tests"]["no_such_test_file"]["result"] == "FAILED" and not s["tests_passed"]
+    # no budget left: every step is skipped and said to be, the summary is still written, the exit is non-zero
+    r = run_script(tmp_path / "b", BUDGET="0", CASES="512:32")
+    assert r.returncode == 1
+    s = summary_of(tmp_path / "b")
+    assert s["steps"] and all(st["status"] == "skipped" for st in s["steps"])
+    assert s["cases"][0].get("fused_pct_of_floor") is None and not s["all_cases_measured"]
