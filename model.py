@@ -1,7 +1,8 @@
 """
 One GPT for teacher and student: LLaMA-3-style blocks (RMSNorm, RoPE, SwiGLU,
 grouped-query attention, no biases), tied or untied embeddings, optional
-QK-norm (the paper's Qwen3-style ablation).
+QK-norm (the paper's Qwen3-style ablation), optional Llama-3.1 RoPE frequency
+scaling (official Llama-3.1/3.2 models; hf_checkpoint.py imports them).
 
 The forward pass returns the final normed hidden states, not logits: the loss
 (fused_kd.py) multiplies them by lm_head chunk by chunk so the [tokens, vocab]
@@ -35,6 +36,9 @@ class GPTConfig:
     norm_eps: float = 1e-5
     tie_embeddings: bool = False
     qk_norm: bool = False
+    # Llama-3.1's RoPE frequency scaling: {"factor", "low_freq_factor", "high_freq_factor",
+    # "original_max_position_embeddings"} as in the model's config.json; None = plain RoPE
+    rope_scaling: Optional[dict] = None
 
     def __post_init__(self):
         if self.n_kv_head is None:
@@ -46,6 +50,11 @@ class GPTConfig:
             self.mlp_hidden = 256 * math.ceil(8 * self.n_embd / 3 / 256)
         assert self.n_head % self.n_kv_head == 0, "n_head must be a multiple of n_kv_head (GQA)"
         assert self.head_dim % 2 == 0, "RoPE needs an even head_dim"
+        if self.rope_scaling is not None:
+            keys = {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}
+            assert set(self.rope_scaling) == keys, f"rope_scaling needs exactly {sorted(keys)}, got {self.rope_scaling}"
+            assert self.rope_scaling["high_freq_factor"] > self.rope_scaling["low_freq_factor"], \
+                "rope_scaling: high_freq_factor must exceed low_freq_factor"
 
 
 class RMSNorm(nn.Module):
@@ -61,8 +70,14 @@ class RMSNorm(nn.Module):
         return self.weight * xf.to(x.dtype)
 
 
-def rope_cos_sin(seq_len, head_dim, theta, device):
+def rope_cos_sin(seq_len, head_dim, theta, device, scaling=None):
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    if scaling is not None:
+        # Llama-3.1 (Meta's apply_scaling): wavelengths longer than original_context/low_freq_factor are
+        # stretched by factor, those shorter than original_context/high_freq_factor kept, a linear blend between
+        ctx, lo, hi = scaling["original_max_position_embeddings"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+        smooth = ((ctx / (2 * math.pi / inv_freq) - lo) / (hi - lo)).clamp(0, 1)
+        inv_freq = (1 - smooth) * inv_freq / scaling["factor"] + smooth * inv_freq
     freqs = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)  # rotate-half layout: [f0..f_{d/2-1}, f0..f_{d/2-1}]
     return emb.cos(), emb.sin()
@@ -153,7 +168,8 @@ class GPT(nn.Module):
         """idx [B, T] token ids -> final normed hidden states [B, T, n_embd]."""
         B, T = idx.shape
         assert T <= self.config.block_size, f"sequence of {T} is longer than block_size {self.config.block_size}"
-        cos, sin = rope_cos_sin(T, self.config.head_dim, self.config.rope_theta, idx.device)
+        c = self.config
+        cos, sin = rope_cos_sin(T, c.head_dim, c.rope_theta, idx.device, c.rope_scaling)
         x = self.embed_tokens(idx)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         for block in self.layers:
