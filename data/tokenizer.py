@@ -6,12 +6,16 @@ Tokenizers, all with the same small surface:
     tok.encode(text) -> list[int]      # ordinary text: "<|endoftext|>" in the text is just text
     tok.encode_batch(texts) -> list[list[int]]
     tok.decode(ids) -> str
+    tok.doc_prefix, tok.doc_suffix     ids around every document in a token file (document_ids)
 
 - "bytes":  UTF-8 bytes 0..255 plus an end-of-text id 256 (n_vocab 257). Tiny
             models learn real structure on it in minutes on a laptop.
 - "gpt2":   tiktoken's r50k_base (50,257 ids, end-of-text 50256).
 - "llama3": Meta's tokenizer.model, which is a tiktoken BPE file: 128,000 ranks
             plus 256 special tokens (128,256 ids, end-of-text <|end_of_text|> 128001).
+- "hf":     a Hugging Face model's own tokenizer.json, path= its folder or file (data/hf_tokenizer.py);
+            its name is "hf-<hash of what it encodes>", and get_tokenizer("hf-...", path) checks that
+            the file at path is that tokenizer. Documents delimited as its config says.
 
 GPT-2 offline: tiktoken normally downloads r50k_base.tiktoken from
 openaipublic.blob.core.windows.net. Where that is unreachable we use the same
@@ -42,6 +46,7 @@ class ByteTokenizer:
     name = "bytes"
     n_vocab = 257
     eot = 256
+    doc_prefix, doc_suffix = [], [256]
 
     def encode(self, text):
         return list(text.encode("utf-8"))
@@ -76,6 +81,7 @@ class TiktokenTokenizer:
     def __init__(self, name, enc, eot):
         self.name, self.enc, self.eot = name, enc, eot
         self.n_vocab = enc.n_vocab
+        self.doc_prefix, self.doc_suffix = [], [eot]  # end-of-text after every document, as GPT-2 was trained
 
     def encode(self, text):
         return self.enc.encode_ordinary(text)
@@ -209,7 +215,20 @@ def get_tokenizer(name, path=None):
         return _gpt2()
     if name == "llama3":
         return _llama3(path)
-    raise ValueError(f"unknown tokenizer {name!r}; valid names: {', '.join(TOKENIZERS)}")
+    if name == "hf" or name.startswith("hf-"):
+        from data.hf_tokenizer import load_hf_tokenizer
+        tok = load_hf_tokenizer(path)
+        if name != "hf" and tok.name != name:
+            raise ValueError(f"{path} holds tokenizer {tok.name}, not {name}: another vocabulary")
+        return tok
+    raise ValueError(f"unknown tokenizer {name!r}; valid names: {', '.join(TOKENIZERS)}, "
+                     f"hf (a Hugging Face tokenizer.json, with path=)")
+
+
+def document_ids(tok, ids):
+    """One document's ids as a token file holds them: the tokenizer's document prefix and suffix
+    around it (end-of-text after it for nanokd's own tokenizers; as its config says for hf)."""
+    return list(tok.doc_prefix) + list(ids) + list(tok.doc_suffix)
 
 
 def padded_vocab_size(n_vocab):
