@@ -2,6 +2,7 @@
 The embedded default corpus: built fully offline from what PyPI and CPython ship.
 
     python data/prepare_embedded.py [--tokenizer bytes|gpt2] [--out_dir DIR] [--force]
+    python data/prepare_embedded.py --tokenizer hf --tokenizer_path path/to/teacher   # its tokenizer.json
 
 Writes to data/embedded_<tokenizer>/ (by default):
 
@@ -14,7 +15,8 @@ Writes to data/embedded_<tokenizer>/ (by default):
     ood_news.bin         out-of-domain: gensim's lee_background.cor (news, one doc a line)
     meta.json            sources, tokenizer, documents and tokens per split
 
-Every document is followed by the tokenizer's end-of-text token. The gensim wheel is
+Every document is followed by the tokenizer's end-of-text token (a Hugging Face tokenizer's
+documents are delimited as its config says, data/hf_tokenizer.py). The gensim wheel is
 fetched once with `pip download` into data/cache/ and read as a zip, not installed.
 """
 
@@ -42,7 +44,7 @@ if REPO not in sys.path:  # so `python data/prepare_embedded.py` can import the 
     sys.path.insert(0, REPO)
 
 from data.tokenfile import write_tokens, read_header, TokenFileError  # noqa: E402
-from data.tokenizer import get_tokenizer  # noqa: E402
+from data.tokenizer import document_ids, get_tokenizer  # noqa: E402
 
 CACHE = os.path.join(REPO, "data", "cache")
 GENSIM = "gensim==4.4.0"
@@ -225,12 +227,12 @@ def load_documents(log=print):
 
 
 def tokenize_docs(tok, docs, batch=256):
-    """All documents, each followed by end-of-text, as one token array."""
+    """All documents, each delimited as the tokenizer says (end-of-text after), as one token array."""
     dtype = np.uint16 if tok.n_vocab <= 2**16 else np.uint32
     parts = []
     for i in range(0, len(docs), batch):
         for ids in tok.encode_batch(docs[i:i + batch]):
-            parts.append(np.asarray(ids + [tok.eot], dtype=dtype))
+            parts.append(np.asarray(document_ids(tok, ids), dtype=dtype))
     return np.concatenate(parts)
 
 
@@ -257,13 +259,14 @@ def _table(counts):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokenizer", default="bytes", choices=["bytes", "gpt2"])
-    ap.add_argument("--out_dir", default=None, help="default: data/embedded_<tokenizer> in the repo")
+    ap.add_argument("--tokenizer", default="bytes", choices=["bytes", "gpt2", "hf"])
+    ap.add_argument("--tokenizer_path", default=None, help="hf: a Hugging Face model folder or its tokenizer.json")
+    ap.add_argument("--out_dir", default=None, help="default: data/embedded_<tokenizer name> in the repo")
     ap.add_argument("--force", action="store_true", help="rebuild even if the outputs exist")
     args = ap.parse_args(argv)
-    out_dir = args.out_dir or os.path.join(REPO, "data", f"embedded_{args.tokenizer}")
     t0 = time.time()
-    tok = get_tokenizer(args.tokenizer)
+    tok = get_tokenizer(args.tokenizer, args.tokenizer_path)
+    out_dir = args.out_dir or os.path.join(REPO, "data", f"embedded_{tok.name}")
 
     if not args.force and _already_done(out_dir, tok):
         with open(os.path.join(out_dir, "meta.json")) as f:
@@ -286,6 +289,9 @@ def main(argv=None):
 
     meta = {"tokenizer": tok.name, "n_vocab": tok.n_vocab, "eot": tok.eot, "splits": counts,
             "sources": sources, "python": sys.version.split()[0]}
+    if hasattr(tok, "identity"):  # a Hugging Face tokenizer: its full hash, file and document delimiters
+        meta.update(tokenizer_identity=tok.identity, tokenizer_source=tok.source,
+                    doc_prefix=tok.doc_prefix, doc_suffix=tok.doc_suffix)
     part = os.path.join(out_dir, "meta.json.tmp")
     with open(part, "w") as f:
         json.dump(meta, f, indent=2)

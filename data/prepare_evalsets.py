@@ -4,6 +4,7 @@ The paper's perplexity sets as token files, built exactly as the authors build t
     python data/prepare_evalsets.py --tokenizer gpt2                   # all 12 (+ the held-out slice)
     python data/prepare_evalsets.py --tokenizer bytes --sets c4,gsm8k --out_dir data/embedded_bytes
     python data/prepare_evalsets.py --tokenizer llama3 --tokenizer_path .../tokenizer.model
+    python data/prepare_evalsets.py --tokenizer hf --tokenizer_path path/to/teacher    # its tokenizer.json
     python data/prepare_evalsets.py --local_dir fixtures/ --sets wikitext  # local files, no hub
 
 Source: the authors' `get_ppl_enc` and `clean_text_for_tokenizer` in TaiMingLu/maxtext-distillation,
@@ -30,7 +31,7 @@ DEL, C1 controls, private-use code points, BOMs and non-characters dropped) and 
 BOS. get_ppl_enc puts the tokenizer's BOS first only when called with add_special_tokens=True, and the
 authors' PPL runs (train/ablate2-eval/eval_pretrain_ppl.sh) leave their --add_special_tokens at its
 default, False: their streams start with the text. So does this script's; --bos puts the BOS
-(end-of-text for bytes/gpt2, <|begin_of_text|> for llama3) first. eval.py never scores a window's first
+(end-of-text for bytes/gpt2, <|begin_of_text|> for llama3, the bos_token of an hf tokenizer's config) first. eval.py never scores a window's first
 token, so this moves the window boundaries by one token and nothing else.
 
 Output: `<out_dir>/ppl_<set>.bin` (data/tokenfile.py format) and `ppl_<set>.json` (where it came from),
@@ -72,7 +73,7 @@ if REPO not in sys.path:  # so `python data/prepare_evalsets.py` can import the 
     sys.path.insert(0, REPO)
 
 from data.tokenfile import TokenFileWriter  # noqa: E402
-from data.tokenizer import get_tokenizer  # noqa: E402
+from data.tokenizer import document_ids, get_tokenizer  # noqa: E402
 
 XQUAD = [f"xquad.{lang}" for lang in ("ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh")]
 
@@ -116,6 +117,16 @@ SETS = {
 PAPER_SETS = list(SETS)  # the authors' PPL_TASKS, in their order
 HELDOUT = "finewebedu-heldout"
 BOS = {"bytes": 256, "gpt2": 50256, "llama3": 128000}  # what an exported model's tokenizer calls BOS
+
+
+def bos_id(tokenizer):
+    """The BOS id get_ppl_enc would put first: the table's for nanokd's tokenizers, an hf tokenizer's own."""
+    if tokenizer.name in BOS:
+        return BOS[tokenizer.name]
+    if getattr(tokenizer, "bos", None) is None:
+        raise ValueError(f"tokenizer {tokenizer.name} has no bos_token (its tokenizer_config.json names none); "
+                         f"leave out --bos")
+    return tokenizer.bos
 
 
 class SetUnavailable(RuntimeError):
@@ -208,7 +219,7 @@ def set_text(name, local_dir=None, rows=None):
 def heldout_documents(tokenizer, val_tokens, local_dir=None, dataset="HuggingFaceFW/fineweb-edu",
                       config="sample-350BT", max_docs=32768):
     """The first documents of prepare_fineweb.py's stream that lie wholly in its val.bin (its first
-    val_tokens tokens: each document's tokens plus one end-of-text), at most max_docs of them."""
+    val_tokens tokens: each document's tokens and its delimiters), at most max_docs of them."""
     if local_dir:
         docs = (r["text"] for r in local_rows(local_dir, dataset, config, "train"))
     else:
@@ -225,7 +236,7 @@ def heldout_documents(tokenizer, val_tokens, local_dir=None, dataset="HuggingFac
     out, used = [], 0
     try:
         for doc in docs:
-            used += len(tokenizer.encode(doc)) + 1
+            used += len(document_ids(tokenizer, tokenizer.encode(doc)))
             if used > val_tokens or len(out) == max_docs:
                 break
             out.append(doc)
@@ -252,7 +263,7 @@ def build(name, tokenizer, out_dir, local_dir=None, bos=False, rows=None, val_to
         spec = SETS[name]
         source = {"dataset": spec["path"], "configs": spec["configs"], "split": spec["split"], "rows": n_rows,
                   "separator": spec["sep"], **({"data_files": spec["data_files"]} if "data_files" in spec else {})}
-    ids = ([BOS[tokenizer.name]] if bos else []) + tokenizer.encode(text)
+    ids = ([bos_id(tokenizer)] if bos else []) + tokenizer.encode(text)
     if max_tokens is not None:
         ids = ids[:max_tokens]
     os.makedirs(out_dir, exist_ok=True)
@@ -260,6 +271,7 @@ def build(name, tokenizer, out_dir, local_dir=None, bos=False, rows=None, val_to
     with TokenFileWriter(path, tokenizer.n_vocab, tokenizer.name) as w:  # temp file, renamed on success
         w.append(ids)
     info = {"set": name, "tokenizer": tokenizer.name, "tokens": len(ids), "characters": len(text), "bos": bos,
+            **({"tokenizer_identity": tokenizer.identity} if hasattr(tokenizer, "identity") else {}),
             "source": source, "local_dir": local_dir,
             "built_as": "get_ppl_enc, TaiMingLu/maxtext-distillation lm-evaluation-harness/scripts/"
                         "test_orbax_eval.py @ 1ff3e277b929ed84af84aa580828fd99040c11de"}
@@ -276,10 +288,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="the paper's 12 sets: " + ", ".join(PAPER_SETS) + f"; and {HELDOUT} (see above)")
-    ap.add_argument("--tokenizer", default="gpt2", choices=["gpt2", "llama3", "bytes"])
-    ap.add_argument("--tokenizer_path", default=None, help="llama3: Meta's tokenizer.model")
+    ap.add_argument("--tokenizer", default="gpt2", choices=["gpt2", "llama3", "bytes", "hf"])
+    ap.add_argument("--tokenizer_path", default=None,
+                    help="llama3: Meta's tokenizer.model; hf: a Hugging Face model folder or its tokenizer.json")
     ap.add_argument("--sets", default="all", help=f"comma-separated, or all (the 12 and {HELDOUT}) or paper (the 12)")
-    ap.add_argument("--out_dir", default=None, help="default: data/fineweb_edu_<tokenizer> in the repo")
+    ap.add_argument("--out_dir", default=None, help="default: data/fineweb_edu_<tokenizer name> in the repo")
     ap.add_argument("--local_dir", default=None, help="read local files laid out as the hub's (see above)")
     ap.add_argument("--bos", action="store_true", help="put the BOS token first (get_ppl_enc with add_special_tokens)")
     ap.add_argument("--val_tokens", type=count, default=count("10M"),
@@ -290,9 +303,9 @@ def main(argv=None):
     unknown = [s for s in chosen if s not in names]
     if unknown:
         ap.error(f"unknown set(s) {', '.join(unknown)}; valid: {', '.join(names)}")
-    out_dir = args.out_dir or os.path.join(REPO, "data", f"fineweb_edu_{args.tokenizer}")
-    os.makedirs(out_dir, exist_ok=True)
     tok = get_tokenizer(args.tokenizer, args.tokenizer_path)
+    out_dir = args.out_dir or os.path.join(REPO, "data", f"fineweb_edu_{tok.name}")
+    os.makedirs(out_dir, exist_ok=True)
     failed = {}
     for name in chosen:
         try:

@@ -4,9 +4,11 @@ shard being written is held locally.
 
     python data/prepare_fineweb.py --tokenizer gpt2 --max_tokens 10B
     python data/prepare_fineweb.py --tokenizer llama3 --tokenizer_path .../tokenizer.model
+    python data/prepare_fineweb.py --tokenizer hf --tokenizer_path path/to/teacher   # the teacher's tokenizer.json
     python data/prepare_fineweb.py --data_files local.parquet --tokenizer bytes   # offline, same schema
 
-The documents (field "text"), each followed by end-of-text, form one token stream
+The documents (field "text"), each followed by end-of-text (or, for --tokenizer hf, delimited as
+the tokenizer's config says, e.g. Llama-3's <|begin_of_text|> before each), form one token stream
 that is cut into val.bin (the first --val_tokens tokens) and then
 train_000000.bin, train_000001.bin, ... of --shard_tokens tokens each (the last
 one shorter). A document may straddle two files; no token is in two.
@@ -38,7 +40,7 @@ if REPO not in sys.path:  # so `python data/prepare_fineweb.py` can import the d
     sys.path.insert(0, REPO)
 
 from data.tokenfile import TokenFileWriter, read_header, TokenFileError  # noqa: E402
-from data.tokenizer import get_tokenizer  # noqa: E402
+from data.tokenizer import document_ids, get_tokenizer  # noqa: E402
 
 
 def count(s):
@@ -159,9 +161,10 @@ def load_progress(out_dir, settings):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokenizer", default="gpt2", choices=["gpt2", "llama3", "bytes"])
-    ap.add_argument("--tokenizer_path", default=None, help="llama3: Meta's tokenizer.model")
-    ap.add_argument("--out_dir", default=None, help="default: data/fineweb_edu_<tokenizer> in the repo")
+    ap.add_argument("--tokenizer", default="gpt2", choices=["gpt2", "llama3", "bytes", "hf"])
+    ap.add_argument("--tokenizer_path", default=None,
+                    help="llama3: Meta's tokenizer.model; hf: a Hugging Face model folder or its tokenizer.json")
+    ap.add_argument("--out_dir", default=None, help="default: data/fineweb_edu_<tokenizer name> in the repo")
     ap.add_argument("--dataset", default="HuggingFaceFW/fineweb-edu")
     ap.add_argument("--config", default="sample-350BT")
     ap.add_argument("--data_files", nargs="+", default=None,
@@ -173,13 +176,15 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.shard_tokens <= 0 or args.val_tokens < 0:
         ap.error("--shard_tokens must be > 0 and --val_tokens >= 0")
-    out_dir = args.out_dir or os.path.join(REPO, "data", f"fineweb_edu_{args.tokenizer}")
-    os.makedirs(out_dir, exist_ok=True)
     tok = get_tokenizer(args.tokenizer, args.tokenizer_path)
+    out_dir = args.out_dir or os.path.join(REPO, "data", f"fineweb_edu_{tok.name}")
+    os.makedirs(out_dir, exist_ok=True)
 
     source = {"data_files": args.data_files} if args.data_files else {"dataset": args.dataset, "config": args.config}
     settings = {"tokenizer": tok.name, "n_vocab": tok.n_vocab, "source": source,
                 "shard_tokens": args.shard_tokens, "val_tokens": args.val_tokens}
+    if hasattr(tok, "identity"):  # a Hugging Face tokenizer: its full hash and how documents are delimited
+        settings.update(tokenizer_identity=tok.identity, doc_prefix=tok.doc_prefix, doc_suffix=tok.doc_suffix)
     progress = load_progress(out_dir, settings)
     progress_path = os.path.join(out_dir, "progress.json")
 
@@ -241,7 +246,7 @@ def main(argv=None):
             if not texts:
                 break
             for ids in tok.encode_batch(texts):
-                arr = np.asarray(ids + [tok.eot], dtype=np.int64)
+                arr = np.asarray(document_ids(tok, ids), dtype=np.int64)
                 offset, skip_tokens = skip_tokens, 0  # only the first document after a resume is partly done
                 arr = arr[offset:]
                 while len(arr) and total < budget:
