@@ -12,12 +12,14 @@ config) and a README.md. Then, e.g.
 
 model.py already uses HF Llama's parameter names and RoPE layout (rotate-half),
 so the weights go across with a "model." prefix and nothing else; Qwen3 is Llama
-plus the per-head q_norm/k_norm this repo's qk_norm adds. tests/test_export.py
-checks that transformers' logits match ours.
+plus the per-head q_norm/k_norm this repo's qk_norm adds. The mapping lives in
+hf_checkpoint.py, which also imports such folders (export and import are inverses).
+tests/test_export.py checks that transformers' logits match ours.
 
 The tokenizer is rebuilt for `tokenizers` from what this repo encodes with:
 tiktoken's BPE file for gpt2 and llama3 (via transformers' TikTokenConverter),
-and a 256-byte vocabulary plus end-of-text for bytes. Needs transformers;
+and a 256-byte vocabulary plus end-of-text for bytes; a Hugging Face tokenizer
+(hf-..., data/hf_tokenizer.py) is written back as the checkpoint carries it. Needs transformers;
 without it the model is still written and the README says what to pair it with.
 """
 
@@ -28,63 +30,11 @@ import sys
 
 import torch
 
+from hf_checkpoint import hf_config, hf_state_dict  # noqa: F401  (the name mapping, shared with the importer)
+
 # bos/eos per tokenizer. gpt2 and bytes have one end-of-text mark, used for both as GPT-2 does
 SPECIAL_IDS = {"bytes": (256, 256), "gpt2": (50256, 50256), "llama3": (128000, 128001)}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def hf_config(model_config, tokenizer, dtype="float32", n_vocab=None):
-    c = model_config
-    bos, eos = SPECIAL_IDS[tokenizer]
-    config = {
-        "architectures": ["Qwen3ForCausalLM" if c["qk_norm"] else "LlamaForCausalLM"],
-        "model_type": "qwen3" if c["qk_norm"] else "llama",
-        # only the tokenizer's rows: the logits' width is what lm-eval's softmax normalises over,
-        # so padding rows (never trained as targets, but not -inf) must not be there
-        "vocab_size": n_vocab or c["vocab_size"],
-        "hidden_size": c["n_embd"],
-        "intermediate_size": c["mlp_hidden"],
-        "num_hidden_layers": c["n_layer"],
-        "num_attention_heads": c["n_head"],
-        "num_key_value_heads": c["n_kv_head"],
-        "head_dim": c["head_dim"],
-        "hidden_act": "silu",
-        "max_position_embeddings": c["block_size"],
-        "rms_norm_eps": c["norm_eps"],
-        # transformers >= 5 reads rope_parameters, older versions rope_theta
-        "rope_theta": c["rope_theta"],
-        "rope_parameters": {"rope_type": "default", "rope_theta": c["rope_theta"]},
-        "tie_word_embeddings": c["tie_embeddings"],
-        "attention_bias": False,
-        "attention_dropout": 0.0,
-        "initializer_range": 0.02,
-        "bos_token_id": bos,
-        "eos_token_id": eos,
-        "use_cache": True,
-        "dtype": dtype, "torch_dtype": dtype,  # the key's name changed in transformers 5
-    }
-    if c["qk_norm"]:
-        config.update(use_sliding_window=False, sliding_window=None, max_window_layers=c["n_layer"])
-    else:
-        config.update(mlp_bias=False, pretraining_tp=1)
-    return config
-
-
-def hf_state_dict(state_dict, tied, dtype=torch.float32, n_vocab=None):
-    """Our names are HF's inside model.*; a tied lm_head is left out, as save_pretrained does.
-    embed_tokens and lm_head keep only their first n_vocab rows (the tokenizer's; the rest is padding)."""
-    out = {}
-    for k, v in state_dict.items():
-        if k in ("embed_tokens.weight", "lm_head.weight") and n_vocab is not None:
-            v = v[:n_vocab]
-        if k == "lm_head.weight":
-            if tied:
-                continue
-            name = k
-        else:
-            name = "model." + k
-        out[name] = v.detach().to("cpu", dtype).contiguous().clone()  # clone: no storage shared with a tied twin
-    return out
 
 
 def hf_tokenizer(tokenizer, tokenizer_path=None, block_size=None):
@@ -116,30 +66,62 @@ def hf_tokenizer(tokenizer, tokenizer_path=None, block_size=None):
                                    model_max_length=block_size or 1_000_000)
 
 
+def hf_tokenizer_of(ckpt):
+    """The checkpoint's Hugging Face tokenizer (data/hf_tokenizer.py), or None for nanokd's own."""
+    state = ckpt.get("tokenizer_state")
+    if not state:
+        return None
+    from data.hf_tokenizer import HFTokenizer
+    return HFTokenizer.from_state(state)
+
+
+def special_ids(ckpt):
+    """(bos, eos) for config.json: an imported folder's own, nanokd's tokenizers' table, or the HF tokenizer's."""
+    from checkpoint import CheckpointError
+    if "special_ids" in ckpt:  # imported from a Hugging Face folder: its config.json's, as they were
+        return tuple(ckpt["special_ids"])
+    if ckpt.get("tokenizer") in SPECIAL_IDS:
+        return SPECIAL_IDS[ckpt["tokenizer"]]
+    tok = hf_tokenizer_of(ckpt)
+    if tok is None:
+        raise CheckpointError(f"unknown tokenizer {ckpt.get('tokenizer')!r} in the checkpoint and no tokenizer_state; "
+                              f"export knows {', '.join(SPECIAL_IDS)} and Hugging Face tokenizers")
+    return tok.bos, (tok.eos if tok.eos is not None else tok.eot)
+
+
 def export(ckpt, out_dir, dtype="float32", tokenizer_path=None, with_tokenizer=True):
     from safetensors.torch import save_file
-    from checkpoint import clean_state_dict, load_checkpoint, CheckpointError
+    from checkpoint import clean_state_dict, load_checkpoint
 
     if isinstance(ckpt, (str, os.PathLike)):
         src, ckpt = str(ckpt), load_checkpoint(ckpt)
     else:
         src = "(in memory)"
     mc, tok = ckpt["model_config"], ckpt["tokenizer"]
-    if tok not in SPECIAL_IDS:
-        raise CheckpointError(f"unknown tokenizer {tok!r} in the checkpoint; export knows {', '.join(SPECIAL_IDS)}")
+    bos, eos = special_ids(ckpt)
     os.makedirs(out_dir, exist_ok=True)
     n_vocab = ckpt.get("n_vocab") or mc["vocab_size"]
     tensors = hf_state_dict(clean_state_dict(ckpt["model"]), mc["tie_embeddings"], DTYPES[dtype], n_vocab)
     save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(hf_config(mc, tok, dtype, n_vocab), f, indent=2)
-    bos, eos = SPECIAL_IDS[tok]
+        json.dump(hf_config(mc, bos, eos, dtype, n_vocab), f, indent=2)
+    pad = eos[0] if isinstance(eos, list) else eos
     with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
-        json.dump({"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": eos}, f, indent=2)
+        json.dump({"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad}, f, indent=2)
 
     tokenizer_note = (f"The tokenizer files here encode text as nanokd's `{tok}` tokenizer does, except that "
                       f"special-token text such as `<|endoftext|>` becomes that token (nanokd reads it as plain text).")
-    if with_tokenizer:
+    hf_tok = hf_tokenizer_of(ckpt)
+    delimiting = (f"Training documents were separated by the end-of-text token (id {eos}) and no begin-of-text "
+                  f"token was added, so prompts read most naturally after it.")
+    if hf_tok is not None:
+        delimiting = (f"Training documents were delimited as the tokenizer's config says: ids {hf_tok.doc_prefix} "
+                      f"before each and {hf_tok.doc_suffix} after.")
+    if with_tokenizer and hf_tok is not None:
+        hf_tok.save(out_dir)  # the Hugging Face tokenizer the checkpoint carries, as it was read
+    elif with_tokenizer and tok not in SPECIAL_IDS:
+        tokenizer_note = "No tokenizer files were written: the checkpoint carries no tokenizer."
+    elif with_tokenizer:
         try:
             path = tokenizer_path or (ckpt.get("config") or {}).get("tokenizer_path")
             hf_tokenizer(tok, path, mc["block_size"]).save_pretrained(out_dir)
@@ -155,8 +137,7 @@ def export(ckpt, out_dir, dtype="float32", tokenizer_path=None, with_tokenizer=T
                 f"{config_name(mc)}, tokenizer `{tok}` ({n_vocab} tokens). nanokd's model had "
                 f"{mc['vocab_size']} embedding rows; the {mc['vocab_size'] - n_vocab} padding rows were never "
                 f"trained as targets and are left out here, so the logits are exactly the tokenizer's "
-                f"{n_vocab} and a softmax over them is the one nanokd's eval.py takes.\n\n{tokenizer_note}\n\nTraining documents were separated by the end-of-text "
-                f"token (id {eos}) and no begin-of-text token was added, so prompts read most naturally after it.\n")
+                f"{n_vocab} and a softmax over them is the one nanokd's eval.py takes.\n\n{tokenizer_note}\n\n{delimiting}\n")
     return out_dir
 
 
