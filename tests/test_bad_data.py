@@ -40,6 +40,7 @@ def test_loader_names_file_and_offset(corrupt_dir):
             loader.next_batch()
 
 
+@pytest.mark.slow
 def test_eval_batches_and_whole_file_check_name_the_offset(corrupt_dir):
     path = str(corrupt_dir / "val.bin")
     poke(path, 777, 65_000)
@@ -52,6 +53,7 @@ def test_eval_batches_and_whole_file_check_name_the_offset(corrupt_dir):
     assert proc.returncode == 1 and "offset 777" in proc.stderr
 
 
+@pytest.mark.slow
 def test_train_and_eval_say_which_file(corrupt_dir, teacher_ckpt, tmp_path):  # noqa: F811
     train_bin = str(corrupt_dir / "train.bin")
     n = (os.path.getsize(train_bin) - HEADER_SIZE) // 2
@@ -67,6 +69,7 @@ def test_train_and_eval_say_which_file(corrupt_dir, teacher_ckpt, tmp_path):  # 
     assert proc.returncode != 0 and "val.bin: token 500 at offset 10 " in proc.stderr, proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_teacher_with_a_shorter_context_is_a_config_error(data_dir, teacher_ckpt, tmp_path):  # noqa: F811
     # the teacher was trained at block_size=32 (TINY)
     args = [a for a in TINY if not a.startswith("--block_size")]
@@ -77,6 +80,7 @@ def test_teacher_with_a_shorter_context_is_a_config_error(data_dir, teacher_ckpt
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_missing_val_bin_is_said(data_dir, tmp_path):  # noqa: F811
     d = tmp_path / "data"
     shutil.copytree(data_dir, d)

@@ -43,6 +43,7 @@ def run(*args):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+@pytest.mark.slow
 def test_the_payload_is_live(tmp_path):
     # what the other tests guard against really happens when such a file is unpickled the unsafe way
     bad, marker = tmp_path / "ckpt.pt", tmp_path / "ran"
@@ -59,6 +60,7 @@ def test_load_checkpoint_refuses_it(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["eval", "export", "teacher", "resume"])
 def test_every_entry_point_refuses_it(tmp_path, data_dir, how):  # noqa: F811
     marker = tmp_path / "ran"
@@ -79,6 +81,7 @@ def test_every_entry_point_refuses_it(tmp_path, data_dir, how):  # noqa: F811
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_sharded_checkpoint_refuses_a_crafted_dcp_metadata_and_meta(tmp_path):
     marker = tmp_path / "ran"
     for target in (".metadata", "meta.pt"):
@@ -112,6 +115,7 @@ def test_a_real_sharded_metadata_passes_the_check(tmp_path):
     assert check_sharded(str(tmp_path))["step"] == 3
 
 
+@pytest.mark.slow
 def test_old_checkpoint_is_refused_then_converted(tmp_path, teacher_ckpt):  # noqa: F811
     # a v1 checkpoint as nanokd wrote it before: numpy's RNG state as its tuple with an ndarray
     new = load_checkpoint(teacher_ckpt)

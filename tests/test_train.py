@@ -17,6 +17,8 @@ import torch
 from checkpoint import load_checkpoint, save_checkpoint
 from data.tokenfile import write_tokens
 
+pytestmark = pytest.mark.slow   # subprocess, torchrun or compile runs: pytest -m "not slow" leaves them out
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--model=tiny-64", "--block_size=32", "--batch_size=4", "--batch_tokens=256", "--eval_iters=2",
         "--learning_rate=3e-3", "--device=cpu", "--log_interval=5"]

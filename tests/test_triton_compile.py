@@ -23,6 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from triton_compile_report import VARIANTS, variant_name, occupancy  # noqa: E402
 
+pytestmark = pytest.mark.slow   # subprocess, torchrun or compile runs: pytest -m "not slow" leaves them out
+
 ARCHS = [80, 90]
 # (BLOCK_V, ints divisible by 16): the shipped block at V = 50304 / 128256 (strides and V multiples of 16,
 # so loads vectorise), at V = 50257 (an unpadded GPT-2 vocabulary: not), and a tiny config's V = 264,

@@ -6,9 +6,13 @@ import glob
 import json
 import struct
 
+import pytest
+
 from wandb.proto import wandb_internal_pb2
 
 from test_train import TINY, curve, data_dir, teacher_ckpt, train  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.slow   # subprocess, torchrun or compile runs: pytest -m "not slow" leaves them out
 
 BLOCK, RECORD_HEADER = 32768, 7   # crc32 (4), length (2), type (1: full, 2: first, 3: middle, 4: last)
 
