@@ -1,10 +1,10 @@
 # The subset of the laptop grid (configs/grids/laptop.py) retrained for the token-level analysis
 # (analyze.py; results and figures in docs/analysis/, what they show in docs/laptop_reproduction.md):
 # the weaker same-size teacher t128q and the bigger t192, each at α = 0.1 and 0.3, their same-seed no-KD
-# baselines and a label-smoothing ε = 0.1 control (no teacher), all on seeds 43 and 44. 14 runs, ~40 min
-# with two at a time on 2 cores.
+# baselines and a label-smoothing ε = 0.1 control (no teacher), all on seeds 43 and 44. 14 runs, 30 min
+# with two at a time on a shared 2-core machine; the analysis then takes ~12 min (every window of 3 splits).
 #   python sweep.py configs/grids/laptop_analysis.py --jobs 2
-#   python analyze.py --grid configs/grids/laptop_analysis.py          # -> docs/analysis/
+#   python analyze.py --grid configs/grids/laptop_analysis.py --out docs/analysis
 # Same settings as the laptop grid, so its numbers can be set beside docs/laptop/results.csv; only the loss
 # evaluation (the benchmarks are at chance at this scale and the analysis does not use them).
 _tokens = 250 * 4096
