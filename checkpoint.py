@@ -18,11 +18,11 @@ A checkpoint from before v2, from a source you trust, is rewritten once with
     python checkpoint.py convert OLD.pt NEW.pt
 """
 
+import json
 import os
 import pickle
 import sys
 import tempfile
-from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -159,8 +159,27 @@ def model_from_checkpoint(ckpt, device="cpu", dtype=None):
 def load_teacher(path, *, tokenizer, n_vocab, block_size, preset="", device="cpu", dtype=None, meta=False):
     """The frozen teacher for a student, checked against the student's vocabulary and context, and against
     `preset` when one is named. meta=True builds only its shape, on the meta device (dry runs).
-    Frozen, so no fp32 master weights: with dtype=bf16 it is built straight in bf16 from the mapped file."""
-    ck = load_checkpoint(path, mmap=True)
+    Frozen, so no fp32 master weights: with dtype=bf16 it is built straight in bf16 from the mapped file.
+    `path` may also be a Hugging Face folder (config.json, safetensors, tokenizer.json): imported directly."""
+    from hf_checkpoint import is_hf_folder, model_from_hf
+    if is_hf_folder(path) and meta:   # a dry run: the shape from config.json, nothing loaded
+        from hf_checkpoint import gpt_config_from_hf
+        with open(os.path.join(path, "config.json")) as f:
+            cfg = gpt_config_from_hf(json.load(f), where=os.path.join(path, "config.json"))
+        with torch.device("meta"):
+            return GPT(cfg).eval().requires_grad_(False)
+    if is_hf_folder(path):
+        from data.tokenizer import padded_vocab_size
+        try:
+            hf_model, ck = model_from_hf(path, dtype=torch.float32 if dtype is None else dtype, device=device,
+                                         vocab_rows=padded_vocab_size(n_vocab))
+        except (ValueError, OSError) as e:   # UnsupportedHFModel names the config field
+            raise CheckpointError(str(e)) from e
+        if ck["tokenizer"] is None:
+            raise CheckpointError(f"teacher folder {path} has no tokenizer.json: the student's data must be tokenized "
+                                  "with the teacher's own tokenizer (--tokenizer hf), so nanokd needs it")
+    else:
+        hf_model, ck = None, load_checkpoint(path, mmap=True)
     cfg = ck["model_config"]
     if ck["tokenizer"] != tokenizer or ck["n_vocab"] != n_vocab:
         raise CheckpointError(f"teacher {path} uses tokenizer {ck['tokenizer']!r} ({ck['n_vocab']} tokens) but the "
@@ -168,8 +187,10 @@ def load_teacher(path, *, tokenizer, n_vocab, block_size, preset="", device="cpu
     if cfg["block_size"] < block_size:
         raise CheckpointError(f"teacher {path} has a context of {cfg['block_size']} tokens, shorter than the "
                               f"student's block_size={block_size}: it cannot score the student's sequences (lower block_size)")
-    if preset and asdict(config_from_preset(preset, cfg["vocab_size"], cfg["block_size"])) != cfg:
+    if preset and config_from_preset(preset, cfg["vocab_size"], cfg["block_size"]) != GPTConfig(**cfg):
         raise CheckpointError(f"teacher checkpoint {path} does not hold a {preset!r} model: {cfg}")
+    if hf_model is not None:
+        return hf_model
     if meta:
         with torch.device("meta"):
             teacher = GPT(GPTConfig(**cfg))

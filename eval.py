@@ -205,7 +205,8 @@ def encode_requests(tokenizer, examples, prefix_eot=False):
                 out.append(([tokenizer.eot] + enc(context), tokenizer.encode(continuation)))
             elif context == "":
                 cont = tokenizer.encode(continuation)
-                bos = BOS.get(getattr(tokenizer, "name", None), tokenizer.eot)
+                bos = BOS.get(getattr(tokenizer, "name", None), getattr(tokenizer, "bos", None))
+                bos = tokenizer.eot if bos is None else bos   # lm-eval: BOS if the tokenizer has one, else EOS
                 out.append(([bos], cont) if not cont or cont[0] != bos else (cont[:1], cont[1:]))
             else:
                 n_spaces = len(context) - len(context.rstrip())
@@ -337,7 +338,11 @@ def main(argv=None):
         die(e)
     run_config = ckpt.get("config") or {}
     try:
-        tokenizer = get_tokenizer(ckpt["tokenizer"], path=args.tokenizer_path or run_config.get("tokenizer_path"))
+        if ckpt.get("tokenizer_state") and not args.tokenizer_path:   # a Hugging Face tokenizer, carried along
+            from data.hf_tokenizer import HFTokenizer
+            tokenizer = HFTokenizer.from_state(ckpt["tokenizer_state"])
+        else:
+            tokenizer = get_tokenizer(ckpt["tokenizer"], path=args.tokenizer_path or run_config.get("tokenizer_path"))
     except (ValueError, OSError, RuntimeError) as e:
         die(f"cannot load the checkpoint's tokenizer {ckpt['tokenizer']!r}: {e}")
     n_vocab, block_size = ckpt["n_vocab"], model.config.block_size

@@ -78,7 +78,11 @@ def dry_run(config):
     from checkpoint import CheckpointError, load_teacher
     from data.tokenizer import N_VOCAB, padded_vocab_size
     c = config
-    n_vocab = N_VOCAB[c["tokenizer"]]
+    if c["tokenizer"] in N_VOCAB:
+        n_vocab = N_VOCAB[c["tokenizer"]]
+    else:   # a Hugging Face tokenizer: its size from its file
+        from data.tokenizer import get_tokenizer
+        n_vocab = get_tokenizer(c["tokenizer"], c["tokenizer_path"] or c["teacher_ckpt"]).n_vocab
     with torch.device("meta"):
         student = GPT(config_from_preset(c["model"], padded_vocab_size(n_vocab), c["block_size"], **c["model_args"]))
         teacher = None

@@ -51,7 +51,8 @@ wandb_project = "nanokd"
 wandb_run_name = ""
 # data
 data_dir = "data/embedded_bytes"   # train*.bin, val.bin, ood_*.bin (data/prepare_*.py)
-tokenizer = "bytes"                # must match the data files and the teacher
+tokenizer = "bytes"                # must match the data files and the teacher; "hf": the teacher's tokenizer.json
+tokenizer_path = ""                # hf: its folder or tokenizer.json ("" = teacher_ckpt); llama3: tokenizer.model
 batch_size = 16                    # sequences per micro-step per process
 block_size = 256
 batch_tokens = 16 * 256            # tokens per optimizer step over all processes; sets grad accumulation
@@ -147,8 +148,9 @@ warmup_iters = int(warmup_frac * total_iters)
 
 # ---- data, models ------------------------------------------------------------
 try:
-    train_loader, n_vocab = open_training_data(data_dir, batch_size, block_size, rank, world_size, seed, tokenizer)
-except ValueError as e:   # no files, another tokenizer's, a corrupt header, too few tokens
+    train_loader, n_vocab, (tokenizer, tokenizer_state) = open_training_data(
+        data_dir, batch_size, block_size, rank, world_size, seed, tokenizer, tokenizer_path or teacher_ckpt)
+except (ValueError, OSError) as e:   # no files, another tokenizer's, a corrupt header, too few tokens
     fail(f"training data: {e}")
 model_cfg = config_from_preset(model, padded_vocab_size(n_vocab), block_size, **model_args)
 teacher = None
@@ -251,7 +253,8 @@ def run_eval():
 
 
 def save(tag=""):
-    meta = {"model_config": asdict(model_cfg), "tokenizer": tokenizer, "n_vocab": n_vocab, "config": config,
+    meta = {"model_config": asdict(model_cfg), "tokenizer": tokenizer, "tokenizer_state": tokenizer_state,
+            "n_vocab": n_vocab, "config": config,
             "step": step, "tokens_seen": tokens_seen, "data_state": train_loader.state_dict(), "git_commit": run_log.commit,
             "rng": rng_state()}
     if fsdp:  # shards to resume from, and the gathered weights as the usual single file for eval/export/teachers
@@ -265,15 +268,8 @@ def save(tag=""):
 
 
 # A scheduler's SIGTERM (preemption) or Ctrl-C: finish the step, checkpoint, exit.
-stop_requested = False
-
-
-def request_stop(signum, frame):
-    global stop_requested
-    stop_requested = True
-
-
-signal.signal(signal.SIGTERM, request_stop)
+stop_requested = []   # the signals received (a list, so the handler needs no `global`)
+signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.append(signum))
 # Test-only: NANOKD_TEST_SIGNAL="SIGKILL@23" makes every process send itself that signal right after step 23,
 # so the fault tests interrupt a run at a known step on any machine, however fast its steps are.
 _test_signal, _, _test_signal_step = os.environ.get("NANOKD_TEST_SIGNAL", "").partition("@")
@@ -318,7 +314,7 @@ while step < total_iters:
         loss, ce, kd = micro_batch_loss(x, y, a)
         (loss / grad_accum_steps).backward()
         sums[:3] += torch.stack([loss.detach(), ce, kd]).float() / grad_accum_steps
-    sums[3] = float(stop_requested)
+    sums[3] = float(bool(stop_requested))
     if ddp:
         dist.all_reduce(sums, op=dist.ReduceOp.AVG)  # the flag rides along: all ranks stop at the same step
     loss_f, ce_f, kd_f, stop_flag = sums.tolist()

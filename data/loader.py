@@ -152,9 +152,18 @@ class TokenLoader:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
 
-def open_training_data(data_dir, batch_size, block_size, rank=0, world_size=1, seed=0, tokenizer=None):
-    """The training loader over data_dir/train*.bin and the vocabulary size its files carry; ValueError
-    (a TokenFileError for a bad file) saying what is wrong. Warns once on rank 0 when val.bin is missing."""
+def open_training_data(data_dir, batch_size, block_size, rank=0, world_size=1, seed=0, tokenizer=None,
+                       tokenizer_path=None):
+    """The training loader over data_dir/train*.bin, the vocabulary size its files carry, and the tokenizer's
+    (name, state): a Hugging Face tokenizer ("hf", read from tokenizer_path: the teacher's folder or its
+    tokenizer.json) is named by its hash and its state travels with the checkpoint; other tokenizers have
+    state None. ValueError (a TokenFileError for a bad file) saying what is wrong. Warns once on rank 0 when
+    val.bin is missing."""
+    state = None
+    if tokenizer is not None and (tokenizer == "hf" or tokenizer.startswith("hf-")) and tokenizer_path:
+        from data.tokenizer import get_tokenizer
+        tok = get_tokenizer(tokenizer, tokenizer_path)
+        tokenizer, state = tok.name, tok.state()
     files = sorted(glob.glob(os.path.join(data_dir, "train*.bin")))
     if not files:
         raise ValueError(f"no training data matches {os.path.join(data_dir, 'train*.bin')}; prepare it first "
@@ -166,7 +175,7 @@ def open_training_data(data_dir, batch_size, block_size, rank=0, world_size=1, s
         print(f"train.py: WARNING: no val.bin in {data_dir}: this run reports no in-domain validation loss"
               + ("" if glob.glob(os.path.join(data_dir, "ood_*.bin")) else " and evaluates nothing at all")
               + " (prepare it with the data/prepare_*.py script that made the training files)", file=sys.stderr, flush=True)
-    return loader, n_vocab
+    return loader, n_vocab, (tokenizer, state)
 
 
 def eval_batches(path, batch_size, block_size, max_batches=None, rank=0, world_size=1,
