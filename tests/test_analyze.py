@@ -167,6 +167,7 @@ def test_buckets_and_bootstrap_on_known_numbers():
     assert lo[0] == pytest.approx(3.75) and hi[0] == pytest.approx(13.75)
 
 
+@pytest.mark.slow
 def test_report_end_to_end_and_torchrun_gives_the_same_tokens(grid):
     out1, out2 = grid["tmp"] / "a1", grid["tmp"] / "a2"
     args = ["--grid", str(grid["grid"]), "--batch_size", "2", "--n_boot", "50", "--save_tokens"]

@@ -321,6 +321,7 @@ MEASURE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status (VmHWM)")
 def test_bf16_load_holds_no_fp32_copy(tmp_path):
     """Peak host memory of a bf16 load of a bf16 folder, in a fresh process: the model plus at most its largest
