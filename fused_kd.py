@@ -66,11 +66,10 @@ except ImportError:  # CPU-only installs: the torch implementation below needs n
 TRITON_BLOCK_V = 2048
 TRITON_NUM_WARPS = 8
 
-# Rows per group of elementwise ops in the torch implementation; None = the whole chunk. Small groups
-# (16-32 rows of a 50k vocabulary, ~3-6 MB per buffer) keep the ~12 passes in cache and were up to 2x
-# faster per pass on an idle core, but each torch op is a parallel region, and on a busy machine (the
-# 2-core box these numbers come from, shared with other jobs) four times as many ops cost more than
-# cache misses: whole chunks measured fastest there (bench/bench_loss.py --rows_per_group to retry).
+# Rows per group of elementwise ops in the torch implementation; None = the whole chunk. Small groups keep
+# the ~12 elementwise passes in cache, but each torch op is a parallel region whose threads wait for each
+# other, so more, smaller ops can cost more than the cache misses they save; the default is the whole chunk,
+# and bench/bench_loss.py --rows_per_group measures the trade on a given machine (figures: bench/results/).
 CPU_ROWS_PER_GROUP = None
 
 
@@ -270,9 +269,9 @@ def _default_chunk_size(N, V, device):
         C = 2 ** int(math.log2(max(1, (512 << 20) // (4 * V))))
         C = max(256, min(C, 8192))
     else:
-        # On CPU the matmuls want a few hundred rows to reuse each weight row well (below ~128 the weights
-        # are re-read from DRAM too often); 256 rows keep the three [C, V] buffers at 1/30 of the naive
-        # loss's memory at V=50304 and measured within a few % of 512.
+        # On CPU the matmuls want a few hundred rows to reuse each weight row well (fewer re-read the
+        # weights from DRAM too often), while the three [C, V] buffers stay a small fraction of the naive
+        # loss's memory (1/30 at V=50304 with 256 rows).
         C = 256
     return max(1, min(C, N))
 
