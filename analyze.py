@@ -491,7 +491,8 @@ def write_figures(res, setup, out_dir):
                     ax.errorbar(x, y, yerr=[y - lo, hi - y], capsize=2, markersize=3.5, linewidth=1.2, label=label, **style)
                 ax.axhline(0, color="k", linewidth=0.6)
                 first = res["splits"][panel_splits[0]]["arms"][arms[0]["label"]][kind]
-                ticks = panel_splits if single else [r["bucket"] for r in first]
+                ticks = panel_splits if single else [r["bucket"] + (f" ({r['distinct_ids']} ids)" if "distinct_ids" in r else "")
+                                                     for r in first]
                 ax.set_xticks(range(len(ticks)), ticks, rotation=0 if single or kind == "teacher_correct" else 60,
                               fontsize=7, ha="center" if single or kind == "teacher_correct" else "right")
                 ax.set_title((f"{title}, " if title else "") + ("" if single else splits[c]), fontsize=9)
@@ -536,7 +537,12 @@ def main(argv=None):
     ap.add_argument("--name", default="", help="title of the report (default: the grid's name)")
     ap.add_argument("--save_tokens", action="store_true", help="also write every per-token array (tokens_<split>.npz)")
     ap.add_argument("--no_figures", action="store_true", help="JSON and markdown only")
+    ap.add_argument("--replot", default="", help="a folder with analysis.json: rewrite its markdown and figures only")
     args = ap.parse_args(argv)
+    if args.replot:   # the tables and figures are a function of the JSON alone
+        res = json.load(open(os.path.join(args.replot, "analysis.json")))
+        write_markdown(res, res["setup"], os.path.join(args.replot, "analysis.md"))
+        return print(f"rewrote {args.replot}/analysis.md, {', '.join(write_figures(res, res['setup'], args.replot))}")
     ddp, rank, world_size, device = init_processes(args.device)
     log = print if rank == 0 else (lambda *a, **k: None)
     try:

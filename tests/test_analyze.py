@@ -202,6 +202,9 @@ def test_report_end_to_end_and_torchrun_gives_the_same_tokens(grid):
         assert report["splits"][split]["models"]["teacher_t"]["loss"] == pytest.approx(ev["teacher_t"], rel=1e-6)
     md = open(out1 / "analysis.md").read()
     assert "t α=0.3" in md and "ls0.1 (no teacher)" in md and "5748b58b" in md
+    os.remove(out1 / "analysis.md")
+    analyze.main(["--replot", str(out1)])          # tables and figures from the JSON alone: the same tables
+    assert open(out1 / "analysis.md").read() == md
     # two ranks, each a share of the windows, gathered: the same tokens as one process
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
