@@ -6,6 +6,7 @@ and their teacher, on every prepared split (val, each ood_*, each ppl_*).
         --students out/g/s128_t192_a0.3_s43/ckpt.pt,... [--controls out/g/s128_noKD_ls0.1_s43/ckpt.pt,...]
     python analyze.py --grid configs/grids/laptop_analysis.py --out docs/analysis   # every (teacher, α) of a grid
     torchrun --nproc_per_node=8 analyze.py ...                                      # windows shared out over ranks
+    python analyze.py --replot docs/analysis       # tables and figures again from analysis.json (no scoring)
 
 A checkpoint says what it is (its run config: seed, alpha, teacher_ckpt, label_smoothing): students are paired
 with the baseline and control of their own seed, and grouped by (teacher, α) over seeds. With --grid the runs
