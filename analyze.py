@@ -60,7 +60,7 @@ from data.token_counts import load_counts
 from data.tokenfile import read_header
 from eval import loss_splits
 from fused_kd import _to_fp32_logits
-from parallel import init_processes
+from parallel import exit_cleanly, init_processes
 
 AUTHORS = ("TaiMingLu/maxtext-distillation, rebuttal/logit_analysis.py @ 5748b58b1e6e0ec3fb83cd4d6b0a065546bcab12")
 MODEL_KEYS = ("loss", "entropy", "max_prob", "rank", "eff_vocab", "top1")
@@ -625,8 +625,8 @@ def main(argv=None):
         write_markdown(clean(res), setup, os.path.join(out_dir, "analysis.md"))
         figures = [] if args.no_figures else write_figures(clean(res), setup, out_dir)
         log(f"wrote {out_dir}/analysis.json, analysis.md, {', '.join(figures)}")
-    if ddp:
-        dist.destroy_process_group()
+    if ddp:   # Gloo's teardown can SIGABRT a finished rank (see parallel.exit_cleanly): leave as eval.py does
+        exit_cleanly(0)
     return res
 
 
