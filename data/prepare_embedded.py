@@ -295,7 +295,9 @@ def main(argv=None):
     part = os.path.join(out_dir, "meta.json.tmp")
     with open(part, "w") as f:
         json.dump(meta, f, indent=2)
-    os.replace(part, os.path.join(out_dir, "meta.json"))
+    from data.token_counts import write_counts   # training-set frequency of every id, for analyze.py
+    write_counts(out_dir)
+    os.replace(part, os.path.join(out_dir, "meta.json"))   # last: meta.json marks a finished preparation
     print(_table(counts))
     print(f"wrote {out_dir} in {time.time() - t0:.1f}s")
     return meta
