@@ -31,10 +31,11 @@ from distill_loss import check_kd_args, check_loss_options, distill_loss
 from data.loader import open_training_data
 from data.tokenfile import TokenFileError
 from data.tokenizer import padded_vocab_size
+from eval import evaluate_splits
 from model import GPT, config_from_preset
 from parallel import (apply_fsdp, exit_cleanly, find_sharded, full, full_model_state_dict, init_processes, load_sharded,
                       save_sharded, set_grad_sync, wrap_ddp)
-from plan import peak_flops
+import plan
 from runlog import RunLog
 
 # -----------------------------------------------------------------------------
@@ -100,15 +101,14 @@ try:
     for key, choices in (("loss_impl", ("fused", "reference")), ("optim", ("adamw", "sgd")), ("parallel", ("ddp", "fsdp"))):
         if globals()[key] not in choices:
             raise ConfigError(f"{key} must be one of {choices}, got {globals()[key]!r}")
-    if alpha > 0 and not teacher_ckpt and not dry_run:   # a dry run may plan a teacher by its preset
-        raise ConfigError(f"alpha={alpha} weights a KD term but no teacher_ckpt is set")
 except (ConfigError, ValueError, OSError) as e:
     sys.exit(f"train.py: config error: {e}")
 config = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str, dict))}
-if dry_run:   # the plan only: no processes, no data, models on the meta device (plan.py)
-    from plan import dry_run as print_dry_run
-    print_dry_run(config)
+if dry_run:   # the plan only: no processes, no data, models on the meta device; a teacher may be just a preset
+    plan.dry_run(config)
     sys.exit(0)
+if alpha > 0 and not teacher_ckpt:
+    sys.exit(f"train.py: config error: alpha={alpha} weights a KD term but no teacher_ckpt is set")
 
 # ---- processes and devices ---------------------------------------------------
 if device == "auto":
@@ -243,7 +243,6 @@ def micro_batch_loss(x, y, alpha_now):
 
 
 def run_eval():
-    from eval import evaluate_splits
     try:   # FSDP: every rank takes part in every forward, so each evaluates all batches
         return evaluate_splits(raw_model, data_dir, batch_size=batch_size, block_size=block_size, n_vocab=n_vocab,
                                tokenizer=tokenizer, max_batches=eval_iters, device=device, autocast=autocast,
@@ -290,7 +289,7 @@ log(f"student {model} {n_student / 1e6:.2f}M params"
 # ---- training loop -------------------------------------------------------------
 flops_per_step = batch_tokens * (raw_model.flops_per_token(block_size) +
                                  (teacher.flops_per_token(block_size, backward=False) if teacher is not None else 0))
-peak = peak_flops(device) * world_size
+peak = plan.peak_flops(device) * world_size
 t_start, t_last, step_last, tokens_at_start = time.time(), time.time(), step, tokens_seen
 t_run, first_step, loss_f = time.time(), step, None
 while step < total_iters:

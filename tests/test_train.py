@@ -235,6 +235,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
     (["--temperature=-1.0"], "temperature must be >= 0"),
     (["--alpha=fast"], "alpha must be float"),
     (["--teacher_ckpt=/nonexistent/ckpt.pt", "--alpha=0.5"], "checkpoint not found: /nonexistent/ckpt.pt"),
+    (["--alpha=0.5"], "alpha=0.5 weights a KD term but no teacher_ckpt is set"),
     (["--tokenizer=gpt2"], "tokenizer 'bytes'"),
 ])
 def test_bad_input_is_a_clear_error(data_dir, tmp_path, args, message):
