@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from distill_loss import BUCKET_EPS, check_kd_args, check_loss_options, resolve_top_k
-from fused_kd import _accumulate_fp32, _to_fp32_logits, fused_linear_kd_ce   # (the fp32-accumulating GEMMs, written once)
+from fused_kd import _accumulate_fp32, _to_fp32_logits, check_and_flatten, fused_linear_kd_ce   # (GEMMs and checks written once)
 
 # ----------------------------------------------------------------------------------------------------
 # Divergences: (s, t) -> per-row values. s, t: [C, V] logits of student and teacher (real vocabulary
@@ -232,23 +232,7 @@ def chunked_linear_kd_ce(x_s, w_s, labels, x_t=None, w_t=None, *, alpha=0.0, tem
     Returns (loss, ce, kd): loss differentiable w.r.t. x_s and w_s, ce and kd detached for logging."""
     check_kd_args(alpha, temperature)
     check_loss_options(kl, temperature, top_k, top_k_variant, jsd_beta)
-    if (x_t is None) != (w_t is None):
-        raise ValueError("give both x_t and w_t for distillation, or neither for plain cross-entropy")
-    shape_s = x_s.shape
-    x_s = x_s.reshape(-1, shape_s[-1])
-    labels = labels.reshape(-1).long()
-    if x_t is not None:
-        x_t = x_t.reshape(-1, x_t.shape[-1])
-    V = w_s.shape[0] if vocab_size is None else int(vocab_size)
-    N = x_s.shape[0]
-    if w_s.shape[1] != x_s.shape[1] or labels.shape[0] != N:
-        raise ValueError(f"shapes don't fit: x_s {tuple(x_s.shape)}, w_s {tuple(w_s.shape)}, labels {tuple(labels.shape)}")
-    if not 0 < V <= w_s.shape[0]:
-        raise ValueError(f"vocab_size {V} must be in [1, {w_s.shape[0]}] (the rows of w_s)")
-    if x_t is not None and (x_t.shape[0] != N or w_t.shape[1] != x_t.shape[1] or w_t.shape[0] < V):
-        raise ValueError(f"teacher shapes don't fit: x_t {tuple(x_t.shape)}, w_t {tuple(w_t.shape)}, N={N}, vocab_size={V}")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    x_s, labels, x_t, V = check_and_flatten(x_s, w_s, labels, x_t, w_t, vocab_size, chunk_size)
     if divergence is None:
         divergence = pick_divergence(kl, float(temperature), resolve_top_k(top_k, V), top_k_variant, jsd_beta)
 

@@ -49,28 +49,16 @@ try:
 except ImportError:  # CPU-only installs: the torch implementation below needs nothing else
     HAS_TRITON = False
 
-# Triton kernel launch shape. One program per row streams the vocabulary in BLOCK_V columns. Chosen from the
-# registers ptxas reports for every variant (bench/triton_compile_report.py; the table for sm_80/sm_90 is in
-# bench/results/triton_compile_*.txt), not yet timed on a GPU. The kernel is memory-bound and a program keeps
-# one block of s (and t) in flight, so what counts is bytes in flight per SM = programs per SM × BLOCK_V:
-#   4096 × 8 warps: the T != 1 teacher variants need 160-174 registers, one program per SM (8 warps), which
-#     then idles the memory system through every block's cross-warp max reduction;
-#   2048 × 8 warps: no spills, at most 96 registers (T != 1; 64-77 at T = 1), so 2-4 teacher programs per SM
-#     on both archs: as many bytes in flight per SM as 4096 at its best, and other programs' loads to hide
-#     each program's reductions behind;
-#   8192: spills or 255 registers; 16 warps: small spills at 2048 and 4096 (ptxas, 12 bytes); 4 warps at 4096:
-#     255 registers and spills at T != 1.
-# (1024 × 4-8 warps also fits, with 4-5 programs per SM, at twice the reductions per row.) One shape for all
-# variants: tests/test_triton_compile.py holds it to zero spills and >= 2 teacher programs per SM.
-# bench/gpu_check.sh SWEEP=1 times the alternatives on a GPU.
+# Triton kernel launch shape. One program per row streams the vocabulary in BLOCK_V columns. The kernel is
+# memory-bound, so what counts is bytes in flight per SM = programs per SM × BLOCK_V, and registers decide the
+# programs per SM. 2048 × 8 warps is the largest block that every variant compiles without spills while
+# leaving room for at least two teacher programs per SM (sm_80 and sm_90), whose loads hide each other's
+# cross-warp reductions; a larger block buys nothing once it leaves one program per SM. Chosen from ptxas's
+# register reports (bench/triton_compile_report.py; the tables are in bench/results/triton_compile_*.txt),
+# not yet timed on a GPU: bench/gpu_check.sh SWEEP=1 times the alternatives. tests/test_triton_compile.py
+# holds this shape to zero spills and >= 2 teacher programs per SM.
 TRITON_BLOCK_V = 2048
 TRITON_NUM_WARPS = 8
-
-# Rows per group of elementwise ops in the torch implementation; None = the whole chunk. Small groups keep
-# the ~12 elementwise passes in cache, but each torch op is a parallel region whose threads wait for each
-# other, so more, smaller ops can cost more than the cache misses they save; the default is the whole chunk,
-# and bench/bench_loss.py --rows_per_group measures the trade on a given machine (figures: bench/results/).
-CPU_ROWS_PER_GROUP = None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -344,9 +332,7 @@ def _fused_forward(x_s, w_s, labels, x_t, w_t, alpha, T, ignore_index, vocab_siz
         # writes directly (rounding dS only after the fp32 subtraction p − q).
         G = torch.empty(C, V, device=dev, dtype=mm_dtype) if write_grad and mm_dtype != torch.float32 else S
     else:
-        group = (CPU_ROWS_PER_GROUP or C) if dev.type == "cpu" else C
-        W = torch.empty(min(C, group), V, device=dev, dtype=torch.float32)
-        row_scale = torch.empty(C, device=dev, dtype=torch.float32)
+        W = torch.empty(C, V, device=dev, dtype=torch.float32)
         inv_n = 1.0 / n_valid
 
     for i0 in range(0, N, C):
@@ -361,14 +347,8 @@ def _fused_forward(x_s, w_s, labels, x_t, w_t, alpha, T, ignore_index, vocab_siz
                          alpha, T, ignore_index, has_teacher, write_grad)
             G_c = G[:i1 - i0]
         else:
-            # elementwise work per row group (see CPU_ROWS_PER_GROUP); the matmuls see the whole chunk
-            for r0 in range(i0, i1, group):
-                r1 = min(r0 + group, i1)
-                r = _rows_torch(S[r0 - i0:r1 - i0], Tb[r0 - i0:r1 - i0] if has_teacher else None, W[:r1 - r0],
-                                y[r0:r1], valid[r0:r1], inv_n, ce_rows[r0:r1], kd_rows[r0:r1],
-                                alpha, T, has_teacher, write_grad)
-                if write_grad:
-                    row_scale[r0 - i0:r1 - i0] = r
+            row_scale = _rows_torch(S_c, Tb_c, W[:i1 - i0], y[i0:i1], valid[i0:i1], inv_n, ce_rows[i0:i1],
+                                    kd_rows[i0:i1], alpha, T, has_teacher, write_grad)
             G_c = S_c if mm_dtype == torch.float32 else S_c.to(mm_dtype)
 
         # dS = diag(r)·G: dX = diag(r)·(G @ W_s) and dW += G.T @ (diag(r)·X), so r only ever touches
@@ -376,9 +356,9 @@ def _fused_forward(x_s, w_s, labels, x_t, w_t, alpha, T, ignore_index, vocab_siz
         if need_gx:
             torch.mm(G_c, ws, out=grad_x[i0:i1])
             if impl != "triton":
-                grad_x[i0:i1].mul_(row_scale[:i1 - i0, None])
+                grad_x[i0:i1].mul_(row_scale[:, None])
         if need_gw:
-            x_c = xs[i0:i1] if impl == "triton" else xs[i0:i1] * row_scale[:i1 - i0, None].to(mm_dtype)
+            x_c = xs[i0:i1] if impl == "triton" else xs[i0:i1] * row_scale[:, None].to(mm_dtype)
             if mm_dtype == torch.float32:
                 grad_w[:V].addmm_(G_c.t(), x_c)
             else:
@@ -415,6 +395,28 @@ class _FusedLinearKDCE(torch.autograd.Function):
         return gx, gw, None, None, None, None, None, None, None, None, None, None, None
 
 
+def check_and_flatten(x_s, w_s, labels, x_t, w_t, vocab_size, chunk_size):
+    """The arguments both hidden-state losses share (this file's and chunked_loss.py's), checked, with the
+    hidden states and labels flattened to rows: returns (x_s [N, H_s], labels [N], x_t [N, H_t] or None, V)."""
+    if (x_t is None) != (w_t is None):
+        raise ValueError("give both x_t and w_t for distillation, or neither for plain cross-entropy")
+    x_s = x_s.reshape(-1, x_s.shape[-1])
+    labels = labels.reshape(-1).long()
+    if x_t is not None:
+        x_t = x_t.reshape(-1, x_t.shape[-1])
+    V = w_s.shape[0] if vocab_size is None else int(vocab_size)
+    N = x_s.shape[0]
+    if w_s.shape[1] != x_s.shape[1] or labels.shape[0] != N:
+        raise ValueError(f"shapes don't fit: x_s {tuple(x_s.shape)}, w_s {tuple(w_s.shape)}, labels {tuple(labels.shape)}")
+    if not 0 < V <= w_s.shape[0]:
+        raise ValueError(f"vocab_size {V} must be in [1, {w_s.shape[0]}] (the rows of w_s)")
+    if x_t is not None and (x_t.shape[0] != N or w_t.shape[1] != x_t.shape[1] or w_t.shape[0] < V):
+        raise ValueError(f"teacher shapes don't fit: x_t {tuple(x_t.shape)}, w_t {tuple(w_t.shape)}, N={N}, vocab_size={V}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return x_s, labels, x_t, V
+
+
 def fused_linear_kd_ce(x_s, w_s, labels, x_t=None, w_t=None, *, alpha=0.0, temperature=1.0,
                        ignore_index=-100, vocab_size=None, chunk_size=None, impl="auto"):
     """(1 − α)·CE + α·T²·KL(teacher ‖ student) of the logits x_s @ w_s.T (student) and x_t @ w_t.T
@@ -430,26 +432,9 @@ def fused_linear_kd_ce(x_s, w_s, labels, x_t=None, w_t=None, *, alpha=0.0, tempe
     if temperature <= 0:
         raise ValueError(f"the fused loss needs temperature > 0, got {temperature}; "
                          "T = 0 (hard teacher labels) is in distill_loss.py")
-    if (x_t is None) != (w_t is None):
-        raise ValueError("give both x_t and w_t for distillation, or neither for plain cross-entropy")
     if impl not in ("auto", "triton", "torch"):
         raise ValueError(f"impl must be 'auto', 'triton' or 'torch', got {impl!r}")
-    shape_s = x_s.shape
-    x_s = x_s.reshape(-1, shape_s[-1])
-    labels = labels.reshape(-1).long()
-    if x_t is not None:
-        x_t = x_t.reshape(-1, x_t.shape[-1])
-    vocab_size = w_s.shape[0] if vocab_size is None else int(vocab_size)
-    N = x_s.shape[0]
-    if w_s.shape[1] != x_s.shape[1] or labels.shape[0] != N:
-        raise ValueError(f"shapes don't fit: x_s {tuple(x_s.shape)}, w_s {tuple(w_s.shape)}, labels {tuple(labels.shape)}")
-    if not 0 < vocab_size <= w_s.shape[0]:
-        raise ValueError(f"vocab_size {vocab_size} must be in [1, {w_s.shape[0]}] (the rows of w_s)")
-    if x_t is not None and (x_t.shape[0] != N or w_t.shape[1] != x_t.shape[1] or w_t.shape[0] < vocab_size):
-        raise ValueError(f"teacher shapes don't fit: x_t {tuple(x_t.shape)}, w_t {tuple(w_t.shape)}, "
-                         f"N={N}, vocab_size={vocab_size}")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    x_s, labels, x_t, vocab_size = check_and_flatten(x_s, w_s, labels, x_t, w_t, vocab_size, chunk_size)
 
     if impl == "auto":
         impl = "triton" if x_s.is_cuda and HAS_TRITON else "torch"

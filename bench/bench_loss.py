@@ -80,7 +80,6 @@ parser.add_argument("--repeats", type=int, default=5)
 parser.add_argument("--contenders", default="reference,torch,triton,liger,floor")
 parser.add_argument("--block_v", type=int, default=None, help="override fused_kd.TRITON_BLOCK_V")
 parser.add_argument("--num_warps", type=int, default=None, help="override fused_kd.TRITON_NUM_WARPS")
-parser.add_argument("--rows_per_group", type=int, default=None, help="override fused_kd.CPU_ROWS_PER_GROUP")
 parser.add_argument("--peak_tflops", type=float, default=None, help="device bf16 dense peak; default from a table")
 parser.add_argument("--no_memory", action="store_true", help="skip the memory measurement")
 parser.add_argument("--loss", default="forward", help="comma-separated: forward (fused contenders) and/or "
@@ -104,8 +103,6 @@ if args.block_v:
     fused_kd.TRITON_BLOCK_V = args.block_v
 if args.num_warps:
     fused_kd.TRITON_NUM_WARPS = args.num_warps
-if args.rows_per_group:
-    fused_kd.CPU_ROWS_PER_GROUP = args.rows_per_group
 chunk = args.chunk_size or fused_kd._default_chunk_size(args.N, args.V, dev)
 
 try:
@@ -469,7 +466,7 @@ record = {
     "liger_kernel": getattr(liger_kernel, "__version__", None) if liger_kernel else None,
     "config": {**{k: v for k, v in vars(args).items() if not k.startswith("_")}, "chunk_size": chunk,
                "triton_block_v": fused_kd.TRITON_BLOCK_V, "triton_num_warps": fused_kd.TRITON_NUM_WARPS,
-               "cpu_rows_per_group": fused_kd.CPU_ROWS_PER_GROUP, "threads": torch.get_num_threads()},
+               "threads": torch.get_num_threads()},
     "flops_unavoidable": flops, "peak_bf16_tflops": peak, "skipped": skipped,
     "load_average_before_after": [load_before, load_after],
     "memory_method": "cuda max_memory_allocated delta" if dev.type == "cuda" else

@@ -47,9 +47,8 @@ def one_thread():
 
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
-    # V = 300 then spans three kernel blocks, the last one partial; CPU row groups of 3 don't divide a chunk
+    # V = 300 then spans three kernel blocks, the last one partial
     monkeypatch.setattr(fused_kd, "TRITON_BLOCK_V", 128)
-    monkeypatch.setattr(fused_kd, "CPU_ROWS_PER_GROUP", 3)
 
 
 def rel(a, b):
@@ -197,7 +196,6 @@ def test_backward_scales_and_accumulates(impl):
 def test_vocab_of_256k(impl, monkeypatch):
     # fp32 running sums over 125 blocks of 2048 columns (the accumulator trouble others saw past V≈250k)
     monkeypatch.setattr(fused_kd, "TRITON_BLOCK_V", SHIPPED_BLOCK_V)
-    monkeypatch.setattr(fused_kd, "CPU_ROWS_PER_GROUP", 8)
     x_s, w_s, y, x_t, w_t = make(N=3, V=256_000, H_s=8, H_t=8, vocab=256_000, device=device_of(impl))
     y[1] = 255_999
     kw = dict(alpha=0.5, temperature=1.0)
@@ -231,8 +229,6 @@ def test_shapes_chunks_and_eval(monkeypatch):
     want = fused(x_s, w_s, y, x_t, w_t, chunk_size=5, **kw)
     for chunk_size in (1, 12, 1000, None):
         assert_close(fused(x_s, w_s, y, x_t, w_t, chunk_size=chunk_size, **kw), want, 1e-6)
-    monkeypatch.setattr(fused_kd, "CPU_ROWS_PER_GROUP", None)   # the default: whole chunks
-    assert_close(fused(x_s, w_s, y, x_t, w_t, chunk_size=5, **kw), want, 1e-6)
     with torch.autocast("cpu", dtype=torch.bfloat16):   # an enclosing autocast changes nothing
         assert_close(fused(x_s, w_s, y, x_t, w_t, chunk_size=5, **kw), want, 1e-6)
     # [B, T, H] hidden states and [B, T] labels, as a model gives them
@@ -261,6 +257,12 @@ def test_bad_arguments(monkeypatch):
         fused_linear_kd_ce(x_s, w_s, y, impl="cuda")
     with pytest.raises(ValueError):
         fused_linear_kd_ce(x_s, w_s, y, vocab_size=301)
+    with pytest.raises(ValueError, match="shapes don't fit"):
+        fused_linear_kd_ce(x_s, w_s, y[:3])
+    with pytest.raises(ValueError, match="teacher shapes don't fit"):
+        fused_linear_kd_ce(x_s, w_s, y, x_t[:3], w_t, alpha=0.5)
+    with pytest.raises(ValueError, match="chunk_size"):
+        fused_linear_kd_ce(x_s, w_s, y, chunk_size=0)
     with pytest.raises(RuntimeError, match="outside"):
         fused_linear_kd_ce(x_s, w_s, torch.tensor([0, 1, 290, 2]), vocab_size=280)
     if fused_kd.HAS_TRITON:
