@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from data.tokenizer import N_VOCAB, padded_vocab_size
+
 
 @dataclass
 class GPTConfig:
@@ -267,13 +269,10 @@ ALIASES = {"llama-0.7b": "llama3.1-05b", "llama-1.7b": "llama3.1-1b", "llama-3.8
 def preset_vocab(name):
     """The vocabulary each family is meant for."""
     name = ALIASES.get(name, name)
-    if name.startswith("tiny"):
-        return 264      # 256 bytes + end-of-text, padded to a multiple of 8
-    if name.startswith("gpt2"):
-        return 50304    # 50,257 padded to a multiple of 64
     if name.startswith("qwen3"):
-        return 151936   # Qwen3's, as the authors' ablation ran (nanokd's configs use Llama-3's until it has Qwen3's)
-    return 128256       # Llama-3
+        return 151936   # Qwen3's embedding rows, as the authors' ablation ran (nanokd's configs use Llama-3's)
+    family = "bytes" if name.startswith("tiny") else "gpt2" if name.startswith("gpt2") else "llama3"
+    return padded_vocab_size(N_VOCAB[family])
 
 
 def config_from_preset(name, vocab_size, block_size, **overrides):
