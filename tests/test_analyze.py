@@ -202,6 +202,20 @@ def test_report_end_to_end_and_torchrun_gives_the_same_tokens(grid):
         assert report["splits"][split]["models"]["teacher_t"]["loss"] == pytest.approx(ev["teacher_t"], rel=1e-6)
     md = open(out1 / "analysis.md").read()
     assert "t α=0.3" in md and "ls0.1 (no teacher)" in md and "5748b58b" in md
+    # the split table's cells sit under their own headings: each row's gains against evaluate_loss's numbers
+    table = md.split("## Gain by split (all tokens)")[1].split("\n## ")[0]
+    head, _, *rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.strip().splitlines()
+                      if line.startswith("|")]
+    by_split = {row[0]: dict(zip(head, row)) for row in rows}
+    assert set(by_split) == {"val", "ood_other"} and all(r["bucket"] == "all tokens" for r in by_split.values())
+    for split, cells in by_split.items():
+        ev = {n: evaluate_loss(m, str(grid["data"] / f"{split}.bin"), batch_size=2, block_size=BLOCK,
+                               n_vocab=V)["loss"] for n, m in models.items()}
+        kd = np.mean([ev[f"s_noKD_s{s}"] - ev[f"s_t_a0.3_s{s}"] for s in (43, 44)])
+        ls = np.mean([ev[f"s_noKD_s{s}"] - ev[f"s_noKD_ls0.1_s{s}"] for s in (43, 44)])
+        for heading, want in (("t α=0.3", kd), ("ls0.1 (no teacher)", ls), ("t α=0.3 beyond ls0.1", kd - ls)):
+            got = float(cells[heading].strip("*").split(" [")[0])
+            assert abs(got - want) <= 0.0005 + 2e-6, (split, heading, cells[heading], want)   # printed to 3 decimals
     os.remove(out1 / "analysis.md")
     analyze.main(["--replot", str(out1)])          # tables and figures from the JSON alone: the same tables
     assert open(out1 / "analysis.md").read() == md
