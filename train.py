@@ -299,7 +299,7 @@ while step < total_iters:
         record({"step": step, "eval": ev})
         save()
 
-    lr, a = lr_at(step), alpha_at(step)
+    lr, alpha_now = lr_at(step), alpha_at(step)
     for group in optimizer.param_groups:
         group["lr"] = lr
     sums = torch.zeros(4, device=device)  # loss, ce, kd averaged over micro-steps; a stop flag
@@ -310,7 +310,7 @@ while step < total_iters:
             fail(f"training data: {e}")
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         set_grad_sync(student, micro == grad_accum_steps - 1)  # communicate once per step, not per micro-step
-        loss, ce, kd = micro_batch_loss(x, y, a)
+        loss, ce, kd = micro_batch_loss(x, y, alpha_now)
         (loss / grad_accum_steps).backward()
         sums[:3] += torch.stack([loss.detach(), ce, kd]).float() / grad_accum_steps
     sums[3] = float(bool(stop_requested))
@@ -329,7 +329,7 @@ while step < total_iters:
     optimizer.zero_grad(set_to_none=True)
     step += 1
     tokens_seen += batch_tokens
-    record({"step": step, "loss": loss_f, "ce": ce_f, "kd": kd_f, "lr": lr, "alpha": a, "grad_norm": grad_norm})
+    record({"step": step, "loss": loss_f, "ce": ce_f, "kd": kd_f, "lr": lr, "alpha": alpha_now, "grad_norm": grad_norm})
     if _test_signal is not None and step == int(_test_signal_step):
         os.kill(os.getpid(), _test_signal)
 
@@ -340,7 +340,7 @@ while step < total_iters:
         tok_s = (tokens_seen - tokens_at_start) / (now - t_start)
         eta = (total_iters - step) * batch_tokens / max(tok_s, 1e-9)
         mfu = f" | MFU {100 * flops_per_step * (step - step_last) / (now - t_last) / peak:.1f}%" if peak else ""
-        log(f"step {step}/{total_iters} | loss {loss_f:.4f} ce {ce_f:.4f} kd {kd_f:.4f} | lr {lr:.2e} α {a:.2f} | "
+        log(f"step {step}/{total_iters} | loss {loss_f:.4f} ce {ce_f:.4f} kd {kd_f:.4f} | lr {lr:.2e} α {alpha_now:.2f} | "
             f"{tok_s:,.0f} tok/s{mfu} | ETA {eta / 60:.1f} min")
         t_last, step_last = now, step
     if stop_flag > 0:
