@@ -177,9 +177,11 @@ def test_report_end_to_end_and_torchrun_gives_the_same_tokens(grid):
             "gain_by_frequency.png", "tokens_val.npz"} <= set(files)
     report = json.load(open(out1 / "analysis.json"))
     models = load(grid)
+    losses = {}   # split -> model -> evaluate_loss's mean loss, the independent reference for the report
     for split in ("val", "ood_other"):
         path = str(grid["data"] / f"{split}.bin")
-        ev = {n: evaluate_loss(m, path, batch_size=2, block_size=BLOCK, n_vocab=V)["loss"] for n, m in models.items()}
+        ev = losses[split] = {n: evaluate_loss(m, path, batch_size=2, block_size=BLOCK, n_vocab=V)["loss"]
+                              for n, m in models.items()}
         arm = report["splits"][split]["arms"]["t α=0.3"]
         whole = arm["all"][0]
         gains = [ev[f"s_noKD_s{s}"] - ev[f"s_t_a0.3_s{s}"] for s in (43, 44)]
@@ -209,8 +211,7 @@ def test_report_end_to_end_and_torchrun_gives_the_same_tokens(grid):
     by_split = {row[0]: dict(zip(head, row)) for row in rows}
     assert set(by_split) == {"val", "ood_other"} and all(r["bucket"] == "all tokens" for r in by_split.values())
     for split, cells in by_split.items():
-        ev = {n: evaluate_loss(m, str(grid["data"] / f"{split}.bin"), batch_size=2, block_size=BLOCK,
-                               n_vocab=V)["loss"] for n, m in models.items()}
+        ev = losses[split]
         kd = np.mean([ev[f"s_noKD_s{s}"] - ev[f"s_t_a0.3_s{s}"] for s in (43, 44)])
         ls = np.mean([ev[f"s_noKD_s{s}"] - ev[f"s_noKD_ls0.1_s{s}"] for s in (43, 44)])
         for heading, want in (("t α=0.3", kd), ("ls0.1 (no teacher)", ls), ("t α=0.3 beyond ls0.1", kd - ls)):
