@@ -3,6 +3,8 @@ might type is one line naming the key, its value and what is allowed, and a resu
 fixes its data order and schedule. Also the out_dir rules of runlog.py (a run is never mixed with another)."""
 
 import ast
+import copy
+import functools
 import json
 import os
 
@@ -18,7 +20,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def train_defaults():
     """train.py's defaults, read from its source: the assignments before its first `try` (literals, or
-    arithmetic on them such as 16 * 256)."""
+    arithmetic on them such as 16 * 256). A fresh copy each call."""
+    return copy.deepcopy(_train_defaults())
+
+
+@functools.lru_cache
+def _train_defaults():
     with open(os.path.join(ROOT, "train.py")) as f:
         tree = ast.parse(f.read())
     defaults = {}
