@@ -67,7 +67,9 @@ def main():
     t0 = time.time()
     run([sys.executable, "data/prepare_embedded.py", "--tokenizer", "bytes"])
     finals = {name: os.path.join(HERE, out_dir_of(config, extra), "final.json") for name, config, extra in RUNS}
-    todo = [(name, [sys.executable, "train.py", config, *extra, *passthrough]) for name, config, extra in RUNS
+    # (a run redone starts over: --overwrite=True replaces whatever an earlier, maybe interrupted, one left)
+    todo = [(name, [sys.executable, "train.py", config, *extra, "--overwrite=True", *passthrough])
+            for name, config, extra in RUNS
             if force or passthrough or not os.path.exists(finals[name])]
     for name in finals:
         if name not in dict(todo):
