@@ -12,10 +12,10 @@ reference that does not come from the code under test:
 A test that only compared two runs of the same code could not catch any of these."""
 
 import glob
+import gzip
 import json
 import math
 import os
-import random
 import re
 import subprocess
 import sys
@@ -194,12 +194,15 @@ class LocalDataset:
 
 
 def fake_datasets(local_dir, calls):
-    """A `datasets` module whose load_dataset reads the hub's layout from local parquet files (one per split)."""
+    """A `datasets` module whose load_dataset reads the hub's layout from local files: one parquet file per
+    split, or the named data file (C4's JSON lines)."""
     def load_dataset(path, name=None, split=None, data_files=None, streaming=False, **kwargs):
         calls.append((path, name, split))
-        where = os.path.join(local_dir, path, data_files[split]) if data_files else \
-            os.path.join(local_dir, path, name or "default", f"{split}.parquet")
-        rows = pq.read_table(where).to_pylist()
+        if data_files:
+            with gzip.open(os.path.join(local_dir, path, data_files[split]), "rt") as f:
+                rows = [json.loads(line) for line in f]
+        else:
+            rows = pq.read_table(os.path.join(local_dir, path, name or "default", f"{split}.parquet")).to_pylist()
         return iter(rows) if streaming else LocalDataset(rows)
     return types.SimpleNamespace(load_dataset=load_dataset)
 
@@ -230,7 +233,12 @@ def write_hub(local_dir, name, n):
         rel = spec["data_files"] if "data_files" in spec else os.path.join(config or "default", f"{spec['split']}.parquet")
         path = os.path.join(local_dir, spec["path"], rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        pq.write_table(pa.Table.from_pylist([hub_row(name, i) for i in range(n)]), path)
+        rows = [hub_row(name, i) for i in range(n)]
+        if path.endswith(".json.gz"):
+            with gzip.open(path, "wt") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+        else:
+            pq.write_table(pa.Table.from_pylist(rows), path)
 
 
 def markers(text):
