@@ -309,10 +309,10 @@ def test_bootstrap_resamples_windows_not_tokens():
 # ---- train.py: the learning rate it applies, and where clipping sits in the step ------------------------------
 
 def papers_schedule(peak, total, warmup_frac=0.05, min_lr_ratio=0.1):
-    """The lr of each of `total` optimizer steps (index 0 is the first), written out from the paper's recipe:
-    W = ⌊warmup_frac·total⌋ warmup steps on the straight line from 0 to the peak, the k-th of them at k/(W+1) of
-    it (so no step is spent at lr 0), then a half cosine from the peak (at step W) towards min_lr_ratio·peak,
-    which it would reach at step `total`, one past the last."""
+    """The lr of each of `total` optimizer steps (index 0 is the first): the paper's recipe (5% warmup, cosine
+    to 0.1× the peak) as nanokd states it: W = ⌊warmup_frac·total⌋ warmup steps on the straight line from 0 to
+    the peak, the k-th of them at k/(W+1) of it (no step is spent at lr 0), then a half cosine from the peak (at
+    step W) towards min_lr_ratio·peak, which it would reach at step `total`, one past the last."""
     W = int(warmup_frac * total)
     warm = peak * np.linspace(0, 1, W + 2)[1:-1]
     t = np.arange(total - W) / (total - W)
