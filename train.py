@@ -26,8 +26,7 @@ import torch.distributed as dist
 
 from checkpoint import CheckpointError, load_for_resume, load_teacher, rng_state, save_checkpoint, set_rng_state
 from configurator import ConfigError, apply_overrides
-from chunked_loss import in_kernel, linear_kd_ce
-from distill_loss import check_kd_args, check_loss_options, distill_loss
+from distill_loss import check_kd_args, check_loss_options
 from data.loader import open_training_data
 from data.tokenfile import TokenFileError
 from data.tokenizer import padded_vocab_size
@@ -37,6 +36,7 @@ from parallel import (apply_fsdp, exit_cleanly, find_sharded, full, full_model_s
                       save_sharded, set_grad_sync, wrap_ddp)
 import plan
 from runlog import RunLog
+from train_step import loss_path, micro_batch_loss
 
 # -----------------------------------------------------------------------------
 # defaults
@@ -202,11 +202,7 @@ if ddp and not fsdp:
 top_k_count = (round(top_k * n_vocab) if top_k < 1 else int(top_k)) if top_k > 0 else None  # round(p·V), as the paper
 loss_options = dict(temperature=temperature, vocab_size=n_vocab, kl=kd_loss, top_k=top_k_count,
                     top_k_variant=top_k_variant, label_smoothing=label_smoothing, jsd_beta=jsd_beta)
-loss_path = loss_impl if loss_impl == "reference" else (
-    "fused" if in_kernel(teacher is not None, kd_loss, temperature, top_k_count, label_smoothing) else "chunked")
-# Under autocast the residual stream stays fp32, so the final hidden state is cast: the fused/chunked lm_head
-# GEMMs then run in bf16 on a GPU, as an autocast lm_head would, not in TF32 with fp32 gradient buffers.
-act_dtype = None if dtype == "float32" else getattr(torch, dtype)
+compute_dtype = None if dtype == "float32" else getattr(torch, dtype)
 
 
 def alpha_at(it):
@@ -218,28 +214,6 @@ def lr_at(it):
         return learning_rate * (it + 1) / (warmup_iters + 1)
     progress = (it - warmup_iters) / max(1, total_iters - warmup_iters)
     return learning_rate * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
-
-
-def micro_batch_loss(x, y, alpha_now):
-    """Forward both models on a micro-batch; return (loss, ce, kd): the objective at α = alpha_now, and its
-    two terms (ce against the data, kd against the teacher; kd is 0 without one)."""
-    h_t = None
-    with autocast:
-        h = student(x)
-        if teacher is not None:
-            with torch.no_grad():
-                h_t = teacher_fwd(x)
-    # Under FSDP the lm_head weights may still be shards: gathered differentiably (parallel.full)
-    w_s = full(raw_model.lm_head.weight)
-    w_t = full(teacher.lm_head.weight) if teacher is not None else None
-    if loss_impl == "fused":
-        if act_dtype is not None:
-            h, h_t = h.to(act_dtype), (h_t.to(act_dtype) if h_t is not None else None)
-        return linear_kd_ce(h, w_s, y, h_t, w_t, alpha=alpha_now, **loss_options)
-    with autocast:
-        logits = raw_model.lm_head(h)
-        t_logits = teacher.lm_head(h_t) if teacher is not None else None
-    return distill_loss(logits, y, t_logits, alpha=alpha_now, **loss_options)
 
 
 def run_eval():
@@ -284,7 +258,7 @@ n_student = raw_model.num_params()
 log(f"student {model} {n_student / 1e6:.2f}M params"
     + (f", teacher {teacher.num_params() / 1e6:.2f}M params (α={alpha}, T={temperature})" if teacher is not None else ", no teacher")
     + f" | {world_size} process(es) × {grad_accum_steps} accumulation × {batch_size}×{block_size} = {batch_tokens:,} tokens/step"
-    + f" | {total_iters} steps, {loss_path} loss, {dtype}")
+    + f" | {total_iters} steps, {loss_path(loss_impl, teacher is not None, **loss_options)} loss, {dtype}")
 
 # ---- training loop -------------------------------------------------------------
 flops_per_step = batch_tokens * (raw_model.flops_per_token(block_size) +
@@ -310,7 +284,9 @@ while step < total_iters:
             fail(f"training data: {e}")
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         set_grad_sync(student, micro == grad_accum_steps - 1)  # communicate once per step, not per micro-step
-        loss, ce, kd = micro_batch_loss(x, y, alpha_now)
+        loss, ce, kd = micro_batch_loss(student, raw_model.lm_head, x, y, alpha_now, teacher=teacher_fwd,
+                                        teacher_head=teacher.lm_head if teacher is not None else None,
+                                        loss_impl=loss_impl, compute_dtype=compute_dtype, **loss_options)
         (loss / grad_accum_steps).backward()
         sums[:3] += torch.stack([loss.detach(), ce, kd]).float() / grad_accum_steps
     sums[3] = float(bool(stop_requested))
