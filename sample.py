@@ -86,7 +86,7 @@ def generate(model, prompt, max_new_tokens, *, n_vocab, temperature=1.0, top_k=0
             cache = KVCache(model.config, 1, min(block, len(x) + max_new_tokens - step), device, dtype)
         else:
             x = seq[-1:]   # the token just chosen; everything before it is in the cache
-        hidden = model(torch.tensor([x], device=device), cache)[:, -1]   # only the last position's logits
+        hidden = model(torch.tensor([x], device=device), cache=cache)[:, -1]   # only the last position's logits
         token = next_token(model.lm_head(hidden)[0, :n_vocab], temperature, top_k, top_p, generator)
         seq.append(token)
         yield token

@@ -37,7 +37,7 @@ from parallel import (apply_fsdp, exit_cleanly, find_sharded, full, full_model_s
 import plan
 from runlog import RunLog, claim_out_dir
 from settings import check_data_files, check_resume, check_settings
-from train_step import loss_path, micro_batch_loss
+from train_step import loss_path, micro_batch_loss, micro_step_weights
 
 # -----------------------------------------------------------------------------
 # defaults
@@ -59,6 +59,8 @@ tokenizer_path = ""                # hf: its folder or tokenizer.json ("" = teac
 batch_size = 16                    # sequences per micro-step per process
 block_size = 256
 batch_tokens = 16 * 256            # tokens per optimizer step over all processes; sets grad accumulation
+packing = False                    # rows of whole documents: attention within each, RoPE per document, padding
+                                   # unscored (data/packing.py), as the authors' runs; False = plain windows
 train_tokens = 2_000_000           # token budget; steps = train_tokens // batch_tokens
 max_iters = 0                      # > 0 overrides the token budget (quick runs)
 # model
@@ -149,7 +151,7 @@ warmup_iters = int(warmup_frac * total_iters)
 # ---- data, models ------------------------------------------------------------
 try:
     train_loader, n_vocab, (tokenizer, tokenizer_state) = open_training_data(
-        data_dir, batch_size, block_size, rank, world_size, seed, tokenizer, tokenizer_path or teacher_ckpt)
+        data_dir, batch_size, block_size, rank, world_size, seed, tokenizer, tokenizer_path or teacher_ckpt, packing)
     check_data_files(data_dir, tokenizer, n_vocab, top_k)   # the evaluation files too: now, not after training
 except (ValueError, OSError) as e:   # no files, another tokenizer's, a corrupt header, too few tokens
     fail(f"training data: {e}")
@@ -217,6 +219,12 @@ def lr_at(it):
         return learning_rate * (it + 1) / (warmup_iters + 1)
     progress = (it - warmup_iters) / max(1, total_iters - warmup_iters)
     return learning_rate * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def sum_over_ranks(t):
+    on_device = t.to(device)   # NCCL reduces GPU tensors only
+    dist.all_reduce(on_device)
+    t.copy_(on_device.cpu())
 
 
 def run_eval():
@@ -311,19 +319,22 @@ while True:
     lr, alpha_now = lr_at(step), alpha_at(step)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    sums = torch.zeros(4, device=device)  # loss, ce, kd averaged over micro-steps; a stop flag
-    for micro in range(grad_accum_steps):
-        try:
-            x, y = train_loader.next_batch()
-        except TokenFileError as e:   # an id past the vocabulary: say which file and where, not an IndexError
-            fail(f"training data: {e}")
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    sums = torch.zeros(4, device=device)  # loss, ce, kd over the step's scored tokens; a stop flag
+    try:   # the step's batches first: its loss is divided by the tokens all of them score (packing pads rows)
+        batches = [train_loader.next_batch() for _ in range(grad_accum_steps)]
+    except TokenFileError as e:   # an id past the vocabulary: say which file and where, not an IndexError
+        fail(f"training data: {e}")
+    divisors = micro_step_weights([b[1] for b in batches], world_size,
+                                  all_reduce=sum_over_ranks if ddp and packing else None)
+    for micro, batch in enumerate(batches):
+        x, y, *docs = (t.to(device, non_blocking=True) for t in batch)   # docs: segment ids, positions if packing
         set_grad_sync(student, micro == grad_accum_steps - 1)  # communicate once per step, not per micro-step
         loss, ce, kd = micro_batch_loss(student, raw_model.lm_head, x, y, alpha_now, teacher=teacher_fwd,
                                         teacher_head=teacher.lm_head if teacher is not None else None,
-                                        loss_impl=loss_impl, compute_dtype=compute_dtype, **loss_options)
-        (loss / grad_accum_steps).backward()
-        sums[:3] += torch.stack([loss.detach(), ce, kd]).float() / grad_accum_steps
+                                        loss_impl=loss_impl, compute_dtype=compute_dtype, **loss_options,
+                                        **dict(zip(("segment_ids", "positions"), docs)))
+        (loss / divisors[micro]).backward()
+        sums[:3] += torch.stack([loss.detach(), ce, kd]).float() / divisors[micro]
     sums[3] = float(bool(stop_requested))
     if ddp:
         dist.all_reduce(sums, op=dist.ReduceOp.AVG)  # the flag rides along: all ranks stop at the same step

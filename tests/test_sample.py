@@ -55,7 +55,7 @@ def count_feeds(model):
 
     def recording(idx, cache=None):
         calls.append((idx.shape[1], None if cache is None else cache.pos))
-        return forward(idx, cache)
+        return forward(idx, cache=cache)
     model.forward = recording
     return calls
 
@@ -74,7 +74,7 @@ def test_cached_logits_equal_a_full_forward(variant):
         cache = KVCache(model.config, 2, 40, "cpu", torch.float64)
         pieces, at = [], 0
         for n in (7, 1, 1, 1, 5, 1, 24):
-            pieces.append(model.logits(x[:, at:at + n], cache))
+            pieces.append(model.logits(x[:, at:at + n], cache=cache))
             at += n
             assert cache.pos == at
     assert full.std() > 1.0
@@ -116,8 +116,8 @@ def test_a_wrong_rope_offset_is_caught(monkeypatch):
     with torch.no_grad():
         full = model.logits(x)
         cache = KVCache(model.config, 1, 20, "cpu", torch.float64)
-        model.logits(x[:, :19], cache)
-        last = model.logits(x[:, 19:], cache)
+        model.logits(x[:, :19], cache=cache)
+        last = model.logits(x[:, 19:], cache=cache)
     assert (last[:, -1] - full[:, -1]).abs().max() > 1e-3
 
 
