@@ -111,8 +111,8 @@ def test_a_wrong_rope_offset_is_caught(monkeypatch):
     model = random_model(**VARIANTS["gqa-untied"])
     x = torch.randint(0, 257, (1, 20), generator=torch.Generator().manual_seed(1))
     rope = model_py.rope_cos_sin
-    monkeypatch.setattr(model_py, "rope_cos_sin", lambda n, dim, theta, device, scaling=None, start=0:
-                        rope(n, dim, theta, device, scaling))
+    monkeypatch.setattr(model_py, "rope_cos_sin", lambda n, dim, theta, device, scaling=None, positions=None, start=0:
+                        rope(n, dim, theta, device, scaling, positions))
     with torch.no_grad():
         full = model.logits(x)
         cache = KVCache(model.config, 1, 20, "cpu", torch.float64)
