@@ -19,7 +19,6 @@ A checkpoint from before v2 is rewritten once with
 which admits only what v1 files held (numpy's RNG state as numpy objects), so it too runs no code.
 """
 
-import json
 import os
 import pickle
 import re
@@ -186,19 +185,16 @@ def load_teacher(path, *, tokenizer, n_vocab, block_size, preset="", device="cpu
     `preset` when one is named. meta=True builds only its shape, on the meta device (dry runs).
     Frozen, so no fp32 master weights: with dtype=bf16 it is built straight in bf16 from the mapped file.
     `path` may also be a Hugging Face folder (config.json, safetensors, tokenizer.json): imported directly."""
-    from hf_checkpoint import is_hf_folder, model_from_hf
-    if is_hf_folder(path) and meta:   # a dry run: the shape from config.json, nothing loaded
-        from hf_checkpoint import gpt_config_from_hf
-        with open(os.path.join(path, "config.json")) as f:
-            cfg = gpt_config_from_hf(json.load(f), where=os.path.join(path, "config.json"))
-        with torch.device("meta"):
-            return GPT(cfg).eval().requires_grad_(False)
+    from hf_checkpoint import is_hf_folder, model_from_hf, read_hf_folder
     if is_hf_folder(path):
         from data.tokenizer import padded_vocab_size
         try:
+            if meta:   # a dry run: the shape from config.json (checked against the weights' headers), nothing loaded
+                with torch.device("meta"):
+                    return GPT(read_hf_folder(path)[1]).eval().requires_grad_(False)
             hf_model, ck = model_from_hf(path, dtype=torch.float32 if dtype is None else dtype, device=device,
                                          vocab_rows=padded_vocab_size(n_vocab))
-        except (ValueError, OSError) as e:   # UnsupportedHFModel names the config field
+        except (ValueError, OSError) as e:   # UnsupportedHFModel / BadHFFolder name the file and field
             raise CheckpointError(str(e)) from e
         if ck["tokenizer"] is None:
             raise CheckpointError(f"teacher folder {path} has no tokenizer.json: the student's data must be tokenized "
