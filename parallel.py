@@ -108,6 +108,8 @@ def save_sharded(directory, model, optimizer, meta):
         torch.save(meta, os.path.join(tmp, "meta.pt"))
         old = directory + ".old"
         if os.path.exists(directory):
+            if os.path.exists(old):          # left by a kill during its removal below; `directory` is the whole one
+                shutil.rmtree(old)
             os.replace(directory, old)       # a crash from here on leaves .old, which load_sharded falls back to
         os.replace(tmp, directory)
         shutil.rmtree(old, ignore_errors=True)
