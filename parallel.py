@@ -13,6 +13,8 @@ gathered into the usual single-file checkpoint:
 
     python parallel.py gather out/run/ckpt_sharded out/run/ckpt.pt
 
+Resume and gather read a sharded checkpoint only through dcp_guard.py: nothing in the folder can run code.
+
 A note on the fused loss: it reads `model.lm_head.weight` after the forward. FSDP2 does not
 reshard the root unit after its forward, so that attribute is then the gathered weight, and its
 gradient is reduce-scattered with the rest after backward (tests/test_parallel.py checks FSDP
@@ -106,6 +108,8 @@ def save_sharded(directory, model, optimizer, meta):
         torch.save(meta, os.path.join(tmp, "meta.pt"))
         old = directory + ".old"
         if os.path.exists(directory):
+            if os.path.exists(old):          # left by a kill during its removal below; `directory` is the whole one
+                shutil.rmtree(old)
             os.replace(directory, old)       # a crash from here on leaves .old, which load_sharded falls back to
         os.replace(tmp, directory)
         shutil.rmtree(old, ignore_errors=True)

@@ -243,13 +243,16 @@ def save(data_state, rng, tag=""):
             "n_vocab": n_vocab, "config": config,
             "step": step, "tokens_seen": tokens_seen, "data_state": data_state, "git_commit": run_log.commit,
             "rng": rng}
-    if fsdp:  # shards to resume from, and the gathered weights as the usual single file for eval/export/teachers
-        save_sharded(sharded_dir, raw_model, optimizer, meta)
-        whole = full_model_state_dict(raw_model)
-        if master:
-            save_checkpoint(ckpt_path, {**meta, "model": whole, "optimizer": None})
-    elif master:
-        save_checkpoint(ckpt_path, {**meta, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict()})
+    try:
+        if fsdp:  # shards to resume from, and the gathered weights as the usual single file for eval/export/teachers
+            save_sharded(sharded_dir, raw_model, optimizer, meta)
+            whole = full_model_state_dict(raw_model)
+            if master:
+                save_checkpoint(ckpt_path, {**meta, "model": whole, "optimizer": None})
+        elif master:
+            save_checkpoint(ckpt_path, {**meta, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict()})
+    except CheckpointError as e:   # a full disk: which file, how big, how much is free (the last checkpoint is whole)
+        fail(f"{e}. {last_good()}")
     log(f"saved {sharded_dir if fsdp else ckpt_path} at step {step}{tag}")
     saved_step = step
 
