@@ -149,8 +149,6 @@ def check_settings(config):
         if key in config and not test(config[key]):
             raise bad(key, config[key], allowed)
     c = config
-    if c["alpha_end"] >= 0 and not 0 <= c["alpha_end"] <= 1:
-        raise bad("alpha_end", c["alpha_end"], RULES["alpha_end"][1])
     check_model_args(c["model"], c["model_args"], c["block_size"])
     if c["max_iters"] == 0 and c["train_tokens"] < c["batch_tokens"]:
         raise bad("train_tokens", c["train_tokens"], f"at least one step of batch_tokens={c['batch_tokens']}")
