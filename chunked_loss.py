@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from distill_loss import BUCKET_EPS, check_kd_args, check_loss_options, resolve_top_k
-from fused_kd import _accumulate_fp32, _to_fp32_logits, check_and_flatten, fused_linear_kd_ce   # (GEMMs and checks written once)
+from fused_kd import (_accumulate_fp32, _to_fp32_logits, check_and_flatten, fused_linear_kd_ce,   # (GEMMs and checks
+                      row_buffer)                                                         # written once)
 
 # ----------------------------------------------------------------------------------------------------
 # Divergences: (s, t) -> per-row values. s, t: [C, V] logits of student and teacher (real vocabulary
@@ -148,8 +149,8 @@ def _chunked_forward(x_s, w_s, labels, x_t, w_t, divergence, alpha, ignore_index
     y_safe = torch.where(valid, y, 0)
     ce_w, kd_w = (1.0 - alpha, alpha) if has_teacher else (1.0, 0.0)
 
-    def logits(x, w):   # [c, V] in logit_dtype, accumulated in fp32 even from bf16 inputs
-        out = torch.empty(x.shape[0], V, device=dev, dtype=logit_dtype)
+    def logits(x, w):   # [c, V] in logit_dtype, accumulated in fp32 even from bf16 inputs (rows 16-aligned)
+        out = row_buffer(x.shape[0], V, logit_dtype, dev)
         if logit_dtype == torch.float64:
             return torch.mm(x, w.t(), out=out)
         _to_fp32_logits(x, w, out)
