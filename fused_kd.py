@@ -279,16 +279,28 @@ def _rows_torch(S, Tb, W, y, valid, inv_n, ce_out, kd_out, alpha, T, has_teacher
 # ----------------------------------------------------------------------------------------------------
 # The chunk loop, shared by both implementations
 
+# Rows per gradient GEMM on CUDA, from arithmetic intensity. Each chunk of C rows ends with
+#     dW_s[V, H] += dS[C, V].T @ X[C, H]      2·V·C·H FLOPs,
+# which reads and writes the fp32 accumulator dW_s (8·V·H bytes) and reads dS (2·C·V bytes, bf16): about
+# C·H / (4·H + C) ≈ C/4 FLOPs per byte while C ≪ 4·H, whatever V and nearly whatever H. To be limited by the
+# tensor cores rather than by HBM, C/4 must reach the GPU's ridge point, peak bf16 FLOP/s ÷ bandwidth:
+# 989e12 / 3.35e12 ≈ 295 FLOP/B on an H100 SXM (PCIe 756/2.0 ≈ 378, NVL 835/3.9 ≈ 214, H200 989/4.8 ≈ 206),
+# so C ≥ 4 × 378 ≈ 1,500 rows covers them all. 256 rows (chunked_loss.py's old choice at V=128,256) reach
+# 64 FLOP/B: the dW GEMM there is memory-bound by ~4.6× on an H100 SXM. 2,048 rows give 512 FLOP/B, with
+# room for the dS read and the GEMM's own inefficiency at the edges. (dX = dS @ W_s reads W_s, 2·V·H bytes, for
+# 2·V·C·H FLOPs: C FLOP/B, compute-bound from C ≈ 300; the logit GEMMs write fp32 [C, V]: ≈ H/2 FLOP/B for
+# large C, which no chunk size changes.) The price is memory: this file holds S, Tb (fp32) and G (bf16) of
+# [C, V], 10·C·V bytes = 2.6 GB at V=128,256 (plan.py counts it).
+GEMM_ROWS_CUDA = 2048
+
+
 def _default_chunk_size(N, V, device):
     if device.type == "cuda":
-        # One fp32 [C, V] buffer up to 512 MiB: large C keeps the dW matmul (K = C) efficient, since it
-        # reads and writes the fp32 [V, H] accumulator once per chunk. V=50304 -> 2048, V=128256 -> 1024.
-        C = 2 ** int(math.log2(max(1, (512 << 20) // (4 * V))))
-        C = max(256, min(C, 8192))
+        C = GEMM_ROWS_CUDA
     else:
-        # On CPU the matmuls want a few hundred rows to reuse each weight row well (fewer re-read the
-        # weights from DRAM too often), while the three [C, V] buffers stay a small fraction of the naive
-        # loss's memory (1/30 at V=50304 with 256 rows).
+        # A CPU's ridge point is ~10-30 FLOP/B (≈1 TFLOP/s fp32 over 50-100 GB/s), so 256 rows (64 FLOP/B)
+        # already keep the dW update compute-bound, while the three [C, V] buffers stay a small fraction of
+        # the naive loss's memory (1/30 at V=50304).
         C = 256
     return max(1, min(C, N))
 
