@@ -233,16 +233,23 @@ class GPT(nn.Module):
         self.activation_checkpointing = False  # train.py may switch it on
         self.reset_parameters()
 
+    def init_std(self, name):
+        """GPT-2's init: N(0, 0.02), residual outputs scaled down by depth so the stream's variance stays put;
+        None for a norm's weight (ones). parallel.py replays this, parameter by parameter, for sharded models."""
+        if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+            return None
+        if name.endswith("o_proj.weight") or name.endswith("down_proj.weight"):
+            return 0.02 / math.sqrt(2 * self.config.n_layer)
+        return 0.02
+
     @torch.no_grad()
     def reset_parameters(self):
-        # GPT-2's init: N(0, 0.02), residual outputs scaled down by depth so the stream's variance stays put
         for name, p in self.named_parameters():
-            if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+            std = self.init_std(name)
+            if std is None:
                 p.fill_(1.0)
-            elif name.endswith("o_proj.weight") or name.endswith("down_proj.weight"):
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * self.config.n_layer))
             else:
-                nn.init.normal_(p, std=0.02)
+                nn.init.normal_(p, std=std)
 
     def forward(self, idx, segment_ids=None, positions=None, block_mask=None, cache=None):
         """idx [B, T] token ids -> final normed hidden states [B, T, n_embd]. A packed row also gives

@@ -32,8 +32,8 @@ from data.tokenfile import TokenFileError
 from data.tokenizer import padded_vocab_size
 from eval import evaluate_splits
 from model import GPT, config_from_preset
-from parallel import (apply_fsdp, exit_cleanly, find_sharded, full, full_model_state_dict, init_processes, load_sharded,
-                      save_sharded, set_grad_sync, wrap_ddp)
+from parallel import (apply_fsdp, build_sharded, exit_cleanly, find_sharded, full, full_model_state_dict, init_processes,
+                      load_sharded, save_sharded, set_grad_sync, wrap_ddp)
 import plan
 from runlog import RunLog, claim_out_dir
 from settings import check_data_files, check_resume, check_settings
@@ -166,13 +166,12 @@ if teacher_ckpt:
         fail(f"teacher: {e}")
 
 torch.manual_seed(seed)  # here, after the teacher is built, so the student's init doesn't depend on having one
-raw_model = GPT(model_cfg).to(device)
+# FSDP: built on the meta device and sharded before any weight exists, then each rank's shards initialised to
+# the values GPT(model_cfg) would hold (parallel.build_sharded); before the optimizer, so it holds the shards
+raw_model = build_sharded(model_cfg, device) if fsdp else GPT(model_cfg).to(device)
 raw_model.activation_checkpointing = activation_checkpointing
-half = getattr(torch, dtype) if dtype != "float32" else None
-if fsdp:
-    apply_fsdp(raw_model, param_dtype=half)  # before the optimizer, so it holds the shards
-    if teacher is not None and fsdp_teacher:
-        apply_fsdp(teacher, param_dtype=half)
+if fsdp and teacher is not None and fsdp_teacher:
+    apply_fsdp(teacher)
 optimizer = (torch.optim.SGD(raw_model.parameters(), lr=learning_rate) if optim == "sgd"
              else raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type))
 step, tokens_seen, resumed_from = 0, 0, None
