@@ -66,6 +66,9 @@ max_iters = 0                      # > 0 overrides the token budget (quick runs)
 # model
 model = "tiny-128"                 # a preset in model.py
 model_args = {}                    # overrides of the preset's shape, e.g. {"n_layer": 6}
+vocab_rows = 0                     # embedding rows; 0 = the tokenizer's vocabulary padded to a multiple of 64 (or 8)
+loss_all_rows = False              # True: every embedding row enters CE's and KD's softmax, as MaxText's logits do
+                                   # (the authors' Qwen3 runs: 151,936 rows, 128,256 ids); False: the tokenizer's ids only
 # distillation
 teacher_ckpt = ""                  # path to a nanokd checkpoint; "" = no teacher
 teacher_model = ""                 # the teacher's preset, checked against its checkpoint (and used by dry runs)
@@ -83,6 +86,7 @@ learning_rate = 3e-4
 min_lr_ratio = 0.1                 # cosine decays to this fraction of the peak
 warmup_frac = 0.05
 weight_decay = 0.1
+weight_decay_params = "matrices"   # "matrices" (not norms); "all": every parameter, as the authors' optax.adamw
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0
@@ -155,7 +159,10 @@ try:
     check_data_files(data_dir, tokenizer, n_vocab, top_k)   # the evaluation files too: now, not after training
 except (ValueError, OSError) as e:   # no files, another tokenizer's, a corrupt header, too few tokens
     fail(f"training data: {e}")
-model_cfg = config_from_preset(model, padded_vocab_size(n_vocab), block_size, **model_args)
+if vocab_rows and vocab_rows < n_vocab:
+    fail(f"vocab_rows={vocab_rows} is fewer than the {n_vocab} ids of tokenizer {tokenizer!r}: 0 (padded to the "
+         f"tokenizer) or at least {n_vocab}")
+model_cfg = config_from_preset(model, vocab_rows or padded_vocab_size(n_vocab), block_size, **model_args)
 teacher = None
 if teacher_ckpt:
     try:
@@ -164,6 +171,9 @@ if teacher_ckpt:
                                dtype=torch.bfloat16 if dtype == "bfloat16" else None)
     except CheckpointError as e:
         fail(f"teacher: {e}")
+    if loss_all_rows and teacher.config.vocab_size != model_cfg.vocab_size:
+        fail(f"loss_all_rows=True needs teacher and student with the same embedding rows: teacher "
+             f"{teacher.config.vocab_size}, student {model_cfg.vocab_size} (set vocab_rows)")
 
 torch.manual_seed(seed)  # here, after the teacher is built, so the student's init doesn't depend on having one
 # FSDP: built on the meta device and sharded before any weight exists, then each rank's shards initialised to
@@ -173,7 +183,8 @@ raw_model.activation_checkpointing = activation_checkpointing
 if fsdp and teacher is not None and fsdp_teacher:
     apply_fsdp(teacher)
 optimizer = (torch.optim.SGD(raw_model.parameters(), lr=learning_rate) if optim == "sgd"
-             else raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type))
+             else raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type,
+                                             weight_decay_params))
 step, tokens_seen, resumed_from = 0, 0, None
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 sharded_dir = os.path.join(out_dir, "ckpt_sharded")  # FSDP's resumable checkpoint; ckpt.pt is then model-only
@@ -204,7 +215,8 @@ if ddp and not fsdp:
 # "fused": lm_head and loss together (fused_kd.py's kernel for the paper's loss and plain CE, chunked_loss.py
 # for every other ablation), never the micro-batch's [tokens, V] logits; "reference": distill_loss.py.
 top_k_count = resolve_top_k(top_k, n_vocab)   # round(p·V), as the paper; checked by check_data_files
-loss_options = dict(temperature=temperature, vocab_size=n_vocab, kl=kd_loss, top_k=top_k_count,
+loss_options = dict(temperature=temperature, vocab_size=model_cfg.vocab_size if loss_all_rows else n_vocab,
+                    kl=kd_loss, top_k=top_k_count,
                     top_k_variant=top_k_variant, label_smoothing=label_smoothing, jsd_beta=jsd_beta)
 compute_dtype = None if dtype == "float32" else getattr(torch, dtype)
 
