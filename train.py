@@ -63,7 +63,7 @@ max_iters = 0                      # > 0 overrides the token budget (quick runs)
 model = "tiny-128"                 # a preset in model.py
 model_args = {}                    # overrides of the preset's shape, e.g. {"n_layer": 6}
 # distillation
-teacher_ckpt = ""                  # path to a nanokd checkpoint; "" = no teacher
+teacher_ckpt = ""                  # a nanokd ckpt.pt or a local Hugging Face folder (README); "" = no teacher
 teacher_model = ""                 # the teacher's preset, checked against its checkpoint (and used by dry runs)
 alpha = 0.0                        # weight of KD: 0 = plain LM training, 1 = pure distillation
 alpha_end = -1.0                   # >= 0: α moves linearly from alpha to alpha_end over training
