@@ -189,3 +189,31 @@ def test_export_of_a_checkpoint_without_its_tokenizer(setup, tmp_path):
     assert "--tokenizer_path" in one_line(e.value)
     out = export(str(bare), str(tmp_path / "b"), tokenizer_path=str(setup["teacher"]))
     assert load_hf_tokenizer(out).name == setup["tok"].name
+
+
+# ---- a sweep that names a Hugging Face teacher instead of training one (issue 19 §3) ---------------------
+
+def test_a_grid_names_an_hf_teacher_and_its_report_row_comes_from_its_eval(setup, tmp_path):
+    import eval as E
+    import sweep
+    import sweep_report
+    grid = dict(name="g", out_root=str(tmp_path), common=dict(data_dir=str(setup["data"]), tokenizer="hf"),
+                teachers={"smol": dict(hf=str(setup["teacher"]))}, students={"s": dict(config="configs/tiny_student.py")},
+                alphas=[0.5], seeds=[43])
+    runs = {r["name"]: r for r in sweep.expand(grid)}
+    teacher, student = runs["teacher_smol"], runs["s_smol_a0.5_s43"]
+    assert sweep.train_done(teacher) and student["deps"] == ["teacher_smol"]
+    assert student["overrides"]["teacher_ckpt"] == str(setup["teacher"]) and student["overrides"]["teacher_model"] == ""
+    evals = {"loss": "--tasks loss --batch_size 2 --device cpu"}
+    script = sweep.sbatch_script(teacher, evals, "g", str(tmp_path))
+    assert "train.py" not in script and f"--ckpt {setup['teacher']}" in script   # only evaluated
+    cmd = sweep.eval_args(teacher, evals["loss"], sweep_report.eval_path(teacher, "loss"))
+    os.makedirs(teacher["out_dir"])
+    direct = E.main(cmd[1:])   # what run_local runs as `python eval.py ...`
+    rows = sweep_report.collect([teacher], evals)
+    assert len(rows) == 1 and rows[0]["kind"] == "teacher" and rows[0]["val"] == direct["tasks"]["val"]["loss"]
+    assert rows[0]["params"] == model_from_hf(setup["teacher"])[0].num_params(non_embedding=True)
+    for bad, why in ((dict(hf=str(setup["teacher"]), train_tokens=5), "takes only hf and data_dir"),
+                     (dict(hf=str(tmp_path / "nowhere")), "not a local Hugging Face folder")):
+        with pytest.raises(sweep.GridError, match=why):
+            sweep.expand({**grid, "teachers": {"x": bad}})
