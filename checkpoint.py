@@ -108,7 +108,10 @@ def load_checkpoint(path, map_location="cpu", mmap=False):
     """Tensors and plain Python values only (weights_only): nothing in the file can run code here.
     mmap: map the tensors instead of reading them (a teacher cast to bf16 then never holds an fp32 copy in RAM)."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
+        from data.hf_tokenizer import local_folder_hint
+        raise CheckpointError(f"checkpoint not found: {path}" + (
+            " (a folder, but not a Hugging Face model folder: it has no config.json)" if os.path.isdir(path)
+            else local_folder_hint(path)))
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
@@ -253,7 +256,9 @@ def load_teacher(path, *, tokenizer, n_vocab, block_size, preset="", device="cpu
         raise CheckpointError(f"teacher {path} has a context of {cfg['block_size']} tokens, shorter than the "
                               f"student's block_size={block_size}: it cannot score the student's sequences (lower block_size)")
     if preset and config_from_preset(preset, cfg["vocab_size"], cfg["block_size"]) != GPTConfig(**cfg):
-        raise CheckpointError(f"teacher checkpoint {path} does not hold a {preset!r} model: {cfg}")
+        raise CheckpointError(f"teacher checkpoint {path} does not hold a {preset!r} model: {cfg}; teacher_model="
+                              f"{preset!r} (set by the config?) names the preset it must be: pass --teacher_model= "
+                              f"to drop that check, e.g. for a Hugging Face teacher")
     if hf_model is not None:
         return hf_model
     if meta:

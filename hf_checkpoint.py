@@ -169,7 +169,11 @@ def _rope(config, where):
 def gpt_config_from_hf(config, where="config.json"):
     """A Hugging Face config (dict) -> GPTConfig, or UnsupportedHFModel naming the field it cannot honour."""
     model_type = config.get("model_type")
-    # fields first, so a MoE or biased variant of a known family is named by what it changes
+    # another family is named by its type (Gemma by model_type, not by its gelu); a MoE or biased variant of
+    # a known family by the field it changes
+    if model_type not in FAMILIES:
+        raise UnsupportedHFModel(f"{where}: model_type {model_type!r} is not a layout nanokd imports "
+                                 f"({', '.join(FAMILIES)})")
     for field in ("attention_bias", "mlp_bias"):
         if config.get(field):
             raise UnsupportedHFModel(f"{where}: {field}={config[field]}; nanokd's GPT has no biases")
@@ -182,9 +186,6 @@ def gpt_config_from_hf(config, where="config.json"):
         raise UnsupportedHFModel(f"{where}: hidden_act={act!r}; nanokd's MLP is SwiGLU (silu)")
     if config.get("quantization_config"):
         raise UnsupportedHFModel(f"{where}: quantization_config is set; nanokd loads unquantized weights only")
-    if model_type not in FAMILIES:
-        raise UnsupportedHFModel(f"{where}: model_type {model_type!r} is not a layout nanokd imports "
-                                 f"({', '.join(FAMILIES)})")
     config = {**DEFAULTS[model_type], **config}
     layer_types = config.get("layer_types") or []
     if any(t != "full_attention" for t in layer_types):

@@ -70,7 +70,7 @@ vocab_rows = 0                     # embedding rows; 0 = the tokenizer's vocabul
 loss_all_rows = False              # True: every embedding row enters CE's and KD's softmax, as MaxText's logits do
                                    # (the authors' Qwen3 runs: 151,936 rows, 128,256 ids); False: the tokenizer's ids only
 # distillation
-teacher_ckpt = ""                  # path to a nanokd checkpoint; "" = no teacher
+teacher_ckpt = ""                  # a nanokd ckpt.pt or a local Hugging Face folder (README); "" = no teacher
 teacher_model = ""                 # the teacher's preset, checked against its checkpoint (and used by dry runs)
 alpha = 0.0                        # weight of KD: 0 = plain LM training, 1 = pure distillation
 alpha_end = -1.0                   # >= 0: α moves linearly from alpha to alpha_end over training
