@@ -14,13 +14,15 @@ another), and unpickling arbitrary objects would run whatever code its writer pu
     optimizer, data_state, rng   (only needed to resume; rng as rng_state() makes it)
     git_commit
 
-A checkpoint from before v2, from a source you trust, is rewritten once with
+A checkpoint from before v2 is rewritten once with
     python checkpoint.py convert OLD.pt NEW.pt
+which admits only what v1 files held (numpy's RNG state as numpy objects), so it too runs no code.
 """
 
 import json
 import os
 import pickle
+import re
 import sys
 import tempfile
 
@@ -55,7 +57,7 @@ def save_checkpoint(path, ckpt):
 
 
 def convert_hint(path):
-    return (f"if it is a nanokd checkpoint from before {FORMAT} and you trust whoever wrote it, convert it once with: "
+    return (f"if it is a nanokd checkpoint from before {FORMAT}, convert it once with: "
             f"python checkpoint.py convert {path} NEW.pt")
 
 
@@ -108,12 +110,29 @@ def set_rng_state(rng):
         torch.cuda.set_rng_state(rng["cuda"])
 
 
+# What a nanokd-ckpt-v1 file holds beyond what weights_only admits: numpy's RNG state, a tuple with a uint32
+# ndarray (numpy 1 and 2 name the array's rebuild function differently). Nothing else is let through.
+def _v1_globals():
+    from numpy._core.multiarray import _reconstruct
+    return [_reconstruct, (_reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
+            type(np.dtype(np.uint32))]
+
+
 def convert(old_path, new_path):
-    """Rewrite a pre-v2 checkpoint (numpy RNG state pickled as objects) in v2. This unpickles the old file
-    fully, which is why it is a separate command you run only on files you trust."""
-    ck = torch.load(old_path, map_location="cpu", weights_only=False)
+    """Rewrite a pre-v2 checkpoint (numpy RNG state pickled as numpy objects) in v2. The old file is unpickled with
+    torch's weights_only unpickler, admitting only the numpy types v1 files held: nothing in it can run code."""
+    try:
+        with torch.serialization.safe_globals(_v1_globals()):
+            ck = torch.load(old_path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{old_path} was not converted: it holds Python objects other than tensors, plain values "
+                              f"and numpy's RNG state, which no nanokd checkpoint held (unpickling them could run "
+                              f"code from whoever wrote the file): {_refused_global(e)}") from e
+    except Exception as e:
+        raise CheckpointError(f"{old_path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(ck, dict) or ck.get("format") not in OLD_FORMATS + (FORMAT,):
-        sys.exit(f"{old_path} is not a nanokd checkpoint (format {ck.get('format') if isinstance(ck, dict) else type(ck)})")
+        raise CheckpointError(f"{old_path} is not a nanokd checkpoint "
+                              f"(format {ck.get('format') if isinstance(ck, dict) else type(ck).__name__})")
     rng = ck.get("rng")
     if rng is not None and not isinstance(rng.get("numpy"), dict):
         name, keys, pos, has_gauss, cached = rng["numpy"]
@@ -123,6 +142,12 @@ def convert(old_path, new_path):
     save_checkpoint(new_path, ck)
     load_checkpoint(new_path)   # proves the result loads the safe way
     print(f"converted {old_path} -> {new_path} ({FORMAT})")
+
+
+def _refused_global(e):
+    """What torch's weights_only message says was refused, without its advice to allow it."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(e))
+    return f"it names {found.group(1)}" if found else str(e).strip().splitlines()[-1][:300]
 
 
 def clean_state_dict(state_dict):
@@ -200,5 +225,8 @@ def load_teacher(path, *, tokenizer, n_vocab, block_size, preset="", device="cpu
 
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] != "convert":
-        sys.exit("usage: python checkpoint.py convert OLD.pt NEW.pt   (only for a checkpoint you trust)")
-    convert(sys.argv[2], sys.argv[3])
+        sys.exit("usage: python checkpoint.py convert OLD.pt NEW.pt")
+    try:
+        convert(sys.argv[2], sys.argv[3])
+    except CheckpointError as e:
+        sys.exit(f"checkpoint.py convert: {e}")

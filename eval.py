@@ -274,6 +274,33 @@ def die(msg):
     sys.exit(2)
 
 
+def check_args(args):
+    """Every argument's range, before any work: one line naming the argument, its value and what is allowed."""
+    def device_ok(d):
+        if d == "cpu":
+            return True
+        index = d[5:] if d.startswith("cuda:") else "0" if d == "cuda" else None
+        return index is not None and index.isdigit() and int(index) < torch.cuda.device_count()
+
+    out = args.out
+    for name, value, ok, allowed in (
+            ("--batch_size", args.batch_size, args.batch_size >= 1, "an integer >= 1"),
+            ("--max_batches", args.max_batches, args.max_batches is None or args.max_batches >= 1,
+             "an integer >= 1 (leave it out for every batch)"),
+            ("--limit", args.limit, args.limit is None or args.limit >= 1, "an integer >= 1 (leave it out for all)"),
+            ("--shots", args.shots, args.shots is None or args.shots >= 0, "an integer >= 0"),
+            ("--ppl_window", args.ppl_window, args.ppl_window is None or args.ppl_window >= 2, "an integer >= 2"),
+            ("--ppl_max_windows", args.ppl_max_windows, args.ppl_max_windows is None or args.ppl_max_windows >= 1,
+             "an integer >= 1"),
+            ("--seed", args.seed, args.seed >= 0, "an integer >= 0"),
+            ("--device", args.device, device_ok(args.device),
+             f"cpu, cuda or cuda:N of this machine's {torch.cuda.device_count()} CUDA device(s)"),
+            ("--out", out, out is None or (not os.path.isdir(out) and os.path.isdir(os.path.dirname(os.path.abspath(out)))),
+             "a JSON file to write, in a folder that exists")):
+        if not ok:
+            die(f"{name}={value!r}; allowed: {allowed}")
+
+
 class Progress:
     """Rank 0 prints where a task is every few seconds: done/total, examples/s, ETA."""
 
@@ -322,6 +349,7 @@ def main(argv=None):
                     help="autocast dtype (default: bfloat16 on CUDA, float32 elsewhere)")
     ap.add_argument("--out", default=None, help="JSON file (default: eval.json next to the checkpoint)")
     args = ap.parse_args(argv)
+    check_args(args)
 
     # torchrun: one process per device; each scores its share and the counts are summed
     ddp, rank, world_size, args.device = init_processes(args.device)

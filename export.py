@@ -156,6 +156,11 @@ def main(argv=None):
     ap.add_argument("--tokenizer_path", default=None, help="llama3's tokenizer.model (default: the run's)")
     ap.add_argument("--no_tokenizer", action="store_true", help="write only the model")
     args = ap.parse_args(argv)
+    above = os.path.abspath(args.out)
+    while not os.path.exists(above):   # the nearest part of --out that exists must be a folder
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        sys.exit(f"export.py: --out={args.out!r}; allowed: a folder to write (made if missing), but {above} is a file")
     try:
         out = export(args.ckpt, args.out, args.dtype, args.tokenizer_path, not args.no_tokenizer)
     except CheckpointError as e:

@@ -34,6 +34,7 @@ from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from checkpoint import CheckpointError, save_checkpoint
+from dcp_guard import load_guarded, read_metadata, refused
 
 
 def exit_cleanly(code=0):
@@ -118,33 +119,15 @@ def find_sharded(directory):
     return None
 
 
-# What torch.distributed.checkpoint's `.metadata` pickle may name. DCP reads that file with plain pickle.load,
-# which would run any code a crafted file asks for, so it is first replayed here with only these allowed.
-DCP_METADATA_GLOBALS = {("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PurePosixPath"),
-                        ("torch", "Size"), ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
-                        ("torch.distributed.checkpoint.filesystem", "_StorageInfo")}
-
-
-class _DCPMetadataUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        allowed = ((module, name) in DCP_METADATA_GLOBALS
-                   or (module == "torch.distributed.checkpoint.metadata" and not name.startswith("__"))
-                   or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)))
-        if not allowed:
-            raise pickle.UnpicklingError(f"{module}.{name} is not something a checkpoint's metadata holds")
-        return super().find_class(module, name)
-
-
 def check_sharded(directory):
-    """Vet a sharded checkpoint before DCP unpickles it: its .metadata may name only DCP's own record types, and
-    meta.pt holds tensors and plain values (weights_only). Returns meta.pt's dict; CheckpointError otherwise."""
+    """Vet a sharded checkpoint before anything in it is loaded: its .metadata may name only DCP's own record types
+    and files inside the folder (dcp_guard.py), and meta.pt holds tensors and plain values (weights_only).
+    Returns meta.pt's dict; CheckpointError otherwise."""
+    read_metadata(directory)
     try:
-        with open(os.path.join(directory, ".metadata"), "rb") as f:
-            _DCPMetadataUnpickler(f).load()
         return torch.load(os.path.join(directory, "meta.pt"), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, EOFError, OSError) as e:
-        raise CheckpointError(f"sharded checkpoint {directory} was not loaded: {e} (unpickling anything else could "
-                              "run code from whoever wrote it)") from e
+    except (pickle.UnpicklingError, EOFError, OSError, RuntimeError) as e:
+        raise refused(directory, f"meta.pt: {str(e).splitlines()[0][:300]}") from e
 
 
 def load_sharded(directory, model, optimizer):
@@ -153,7 +136,7 @@ def load_sharded(directory, model, optimizer):
     meta = check_sharded(directory)
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optim": optim_sd}
-    dcp.load(state, checkpoint_id=directory)
+    load_guarded(directory, state)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     return meta
 
@@ -165,16 +148,13 @@ def full_model_state_dict(model):
 
 def gather(directory, out_path):
     """Turn a sharded checkpoint into the single-file format eval.py, export.py and teachers read (no process group needed)."""
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
     directory = find_sharded(directory) or sys.exit(f"no sharded checkpoint (meta.pt) in {directory}")
     try:
         meta = check_sharded(directory)
+        state = {}   # rebuilt from the metadata, as DCP's dcp_to_torch_save does, but through the guarded planner
+        load_guarded(directory, state, whole=True)
     except CheckpointError as e:
         sys.exit(str(e))
-    tmp = out_path + ".gather.tmp"
-    dcp_to_torch_save(directory, tmp)
-    state = torch.load(tmp, weights_only=True)
-    os.remove(tmp)
     save_checkpoint(out_path, {**meta, "model": state["model"], "optimizer": None})
     print(f"gathered {directory} -> {out_path} (step {meta['step']})")
 

@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from model import GPT, config_from_preset, count_params_formula
+from model import ALIASES, GPT, PRESETS, QWEN3_ROWS, config_from_preset, count_params_formula
 
 # dense bf16 peak FLOP/s, from the vendors' datasheets (no sparsity)
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "4090": 165e12}
@@ -23,6 +23,17 @@ def peak_flops(device):
         return 0.0
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_BF16.items() if k in name), 0.0)
+
+
+def preset_vocab(name):
+    """The vocabulary each preset family is meant for: bytes for tiny-*, GPT-2's for gpt2-*, Llama-3's for the
+    paper's LLaMA models, and the 151,936 embedding rows of the authors' Qwen3 ymls for qwen3-*."""
+    from data.tokenizer import N_VOCAB, padded_vocab_size
+    name = ALIASES.get(name, name)
+    if name.startswith("qwen3"):
+        return QWEN3_ROWS
+    family = "bytes" if name.startswith("tiny") else "gpt2" if name.startswith("gpt2") else "llama3"
+    return padded_vocab_size(N_VOCAB[family])
 
 
 def activation_bytes(cfg, tokens, checkpointing=False):
@@ -95,3 +106,12 @@ def dry_run(config):
         elif c["teacher_model"]:
             teacher = GPT(config_from_preset(c["teacher_model"], padded_vocab_size(n_vocab), c["block_size"]))
     return print_plan(student, teacher, c, world_size=int(os.environ.get("WORLD_SIZE", 8)), n_vocab=n_vocab)
+
+
+if __name__ == "__main__":   # python plan.py: every preset's size at the vocabulary it is meant for
+    print(f"{'preset':12s} {'vocab':>7s} {'params':>10s} {'non-emb':>10s}")
+    for name in PRESETS:
+        cfg = config_from_preset(name, preset_vocab(name), 1024)
+        with torch.device("meta"):
+            model = GPT(cfg)
+        print(f"{name:12s} {cfg.vocab_size:7d} {model.num_params() / 1e6:9.1f}M {model.num_params(True) / 1e6:9.1f}M")

@@ -46,6 +46,7 @@ for a big teacher). Run names: teacher_<t>, <s>_<t>_a<α>[_<variant>]_s<seed>,
 import argparse
 import ast
 import os
+import re
 import shlex
 import signal
 import statistics
@@ -67,6 +68,36 @@ class GridError(ValueError):
     pass
 
 
+# Names become folders, job names and words in shell scripts: letters, digits and . _ + - only, not leading
+# with a dot or dash (so no "..", no option, no quote, no $( ), no /).
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
+SLURM_WORD = re.compile(r"[A-Za-z0-9_.:,+-]*")   # time, partition, account: e.g. 1-00:00:00, gpu,a100
+
+
+def check_names(grid, path):
+    """Every name a grid gives (its own, teachers, students, variants, baselines, evals) is a safe name; ""
+    stays allowed where it means "none" (the plain variant or baseline)."""
+    named = [("name", grid["name"])]
+    for key in ("teachers", "students", "variants", "baselines", "evals"):
+        named += [(key, n) for n in grid.get(key, {}) if not (n == "" and key in ("variants", "baselines"))]
+    for key, n in named:
+        if not isinstance(n, str) or not SAFE_NAME.fullmatch(n):
+            raise GridError(f"{path}: {key} name {n!r} is not allowed: names may hold letters, digits and . _ + - "
+                            f"(not first: . or -); they become folders, job names and words in shell scripts")
+
+
+def check_slurm(name, slurm):
+    for key in ("nodes", "gpus_per_node", "cpus_per_task", "port", "signal_before_end_s"):
+        if not isinstance(slurm[key], int) or isinstance(slurm[key], bool) or slurm[key] < 1:
+            raise GridError(f"{name}: slurm {key}={slurm[key]!r}; allowed: an integer >= 1")
+    for key in ("time", "partition", "account"):
+        if not isinstance(slurm[key], str) or not SLURM_WORD.fullmatch(slurm[key]):
+            raise GridError(f"{name}: slurm {key}={slurm[key]!r}; allowed: letters, digits and . _ : , + -")
+    for key in ("setup", "extra"):   # setup: shell lines the grid's author writes on purpose; one line each
+        if not all(isinstance(line, str) and "\n" not in line and "\r" not in line for line in slurm[key]):
+            raise GridError(f"{name}: slurm {key}={slurm[key]!r}; allowed: a list of one-line strings")
+
+
 # ---- the grid ------------------------------------------------------------------------------------
 
 def load_grid(path):
@@ -78,6 +109,7 @@ def load_grid(path):
     if not grid.get("students"):
         raise GridError(f"{path}: a grid needs `students`")
     grid.setdefault("name", os.path.splitext(os.path.basename(path))[0])
+    check_names(grid, path)
     return grid
 
 
@@ -117,6 +149,7 @@ def expand(grid, out_root=None):
         if "out_dir" in entry:
             raise GridError(f"{name}: runs live in <out_root>/<name>/<run>; set the grid's name/out_root, not out_dir")
         slurm = {**SLURM_DEFAULTS, **grid.get("slurm", {}), **entry.pop("slurm", {})}
+        check_slurm(name, slurm)
         out_dir = os.path.join(root, name)
         overrides = {**grid.get("common", {}), **entry, **extra, "out_dir": out_dir}
         model = overrides.get("model") or from_config(config, "model", "tiny-128")
@@ -334,7 +367,7 @@ def sbatch_script(run, evals, grid_name, log_dir):
     lines += ["", "set -euo pipefail", f"cd {shlex.quote(REPO)}"] + list(s["setup"])
     lines += ['head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
               f"export OMP_NUM_THREADS={max(1, s['cpus_per_task'] // s['gpus_per_node'])}", "",
-              f"# train (a rerun resumes from {out}/ckpt.pt)",
+              "# train (a rerun resumes from the run's ckpt.pt)",
               f"if [ ! -s {shlex.quote(out)}/final.json ]; then",
               f"  srun torchrun --nnodes=$SLURM_NNODES --nproc_per_node={s['gpus_per_node']} --rdzv-backend=c10d "
               f"--rdzv-endpoint=$head:{s['port']} --rdzv-id=$SLURM_JOB_ID \\",
@@ -356,6 +389,8 @@ def write_slurm(runs, evals, grid_name, slurm_dir):
     --dependency=afterok on its teacher's job. Runs already complete are skipped at submit time, so rerunning
     submit.sh resumes a grid."""
     slurm_dir = os.path.abspath(slurm_dir)
+    if any(c.isspace() for c in slurm_dir):   # it goes into #SBATCH --output=, which sbatch splits at spaces
+        raise GridError(f"--slurm={slurm_dir!r}; allowed: a folder path without spaces")
     log_dir = os.path.join(slurm_dir, "logs")
     os.makedirs(log_dir, exist_ok=True)
     submit = ["#!/bin/bash",
@@ -370,15 +405,16 @@ def write_slurm(runs, evals, grid_name, slurm_dir):
             f.write(sbatch_script(r, evals, grid_name, log_dir))
         os.chmod(path, 0o755)
         outputs = [os.path.join(r["out_dir"], "final.json")] + [eval_path(r, k) for k in evals]
+        name = shlex.quote(r["name"])   # (a safe name already: check_names; quoted all the same)
         submit += [f"if complete {' '.join(shlex.quote(o) for o in outputs)}; then",
-                   f"  echo 'skip {r['name']} (complete)'",
+                   f"  echo {shlex.quote('skip ' + r['name'] + ' (complete)')}",
                    "else"]
         dep = ""
         for d in r["deps"]:  # wait for the teacher's job only if this submission started one
-            submit.append(f"  dep=${{JOB[{d}]:-}}")
+            submit.append(f"  dep=${{JOB[{shlex.quote(d)}]:-}}")
             dep = " ${dep:+--dependency=afterok:$dep}"
-        submit += [f"  JOB[{r['name']}]=$(sbatch --parsable{dep} {shlex.quote(path)})",
-                   f"  echo \"{r['name']}: job ${{JOB[{r['name']}]}}\"",
+        submit += [f"  JOB[{name}]=$(sbatch --parsable{dep} {shlex.quote(path)})",
+                   f"  echo {shlex.quote(r['name'] + ': job')} \"${{JOB[{name}]}}\"",
                    "fi"]
     path = os.path.join(slurm_dir, "submit.sh")
     with open(path, "w") as f:
@@ -421,7 +457,10 @@ def main(argv=None):
               f"{sum(run_done(r, evals) for r in runs)} done")
         return
     if args.slurm:
-        path = write_slurm(runs, evals, grid["name"], args.slurm)
+        try:
+            path = write_slurm(runs, evals, grid["name"], args.slurm)
+        except GridError as e:
+            sys.exit(f"sweep.py: {e}")
         print(f"wrote {len(runs)} sbatch scripts and {path}; submit with: bash {path}")
         return
     if not args.report:

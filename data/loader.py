@@ -145,6 +145,9 @@ class TokenLoader:
                 "n_windows": self.n_windows, "block_size": self.T}
 
     def load_state_dict(self, state):
+        if state.get("packing"):
+            raise ValueError("loader state does not fit this run: it was saved by a run that packs documents "
+                             "(packing=True), this run reads plain windows")
         for key, mine in (("n_windows", self.n_windows), ("block_size", self.T), ("seed", self.seed)):
             if int(state[key]) != mine:
                 raise ValueError(f"loader state does not fit this run: saved {key}={state[key]}, now {mine} "
@@ -153,8 +156,9 @@ class TokenLoader:
 
 
 def open_training_data(data_dir, batch_size, block_size, rank=0, world_size=1, seed=0, tokenizer=None,
-                       tokenizer_path=None):
-    """The training loader over data_dir/train*.bin, the vocabulary size its files carry, and the tokenizer's
+                       tokenizer_path=None, packing=False):
+    """The training loader over data_dir/train*.bin (packing: data/packing.py's rows of whole documents, whose
+    next_batch also gives segment ids and positions), the vocabulary size its files carry, and the tokenizer's
     (name, state): a Hugging Face tokenizer ("hf", read from tokenizer_path: the teacher's folder or its
     tokenizer.json) is named by its hash and its state travels with the checkpoint; other tokenizers have
     state None. ValueError (a TokenFileError for a bad file) saying what is wrong. Warns once on rank 0 when
@@ -168,9 +172,16 @@ def open_training_data(data_dir, batch_size, block_size, rank=0, world_size=1, s
     if not files:
         raise ValueError(f"no training data matches {os.path.join(data_dir, 'train*.bin')}; prepare it first "
                          "(python data/prepare_embedded.py, see README)")
-    n_vocab = read_header(files[0])["vocab_size"]
-    loader = TokenLoader(files, batch_size, block_size, rank=rank, world_size=world_size, seed=seed,
-                         tokenizer=tokenizer, vocab_size=n_vocab)
+    header = read_header(files[0])
+    n_vocab = header["vocab_size"]
+    if packing:
+        from data.packing import PackedLoader, document_mark
+        mark = document_mark(tokenizer or header["tokenizer"], state)
+        loader = PackedLoader(files, batch_size, block_size, mark, rank=rank, world_size=world_size, seed=seed,
+                              tokenizer=tokenizer, vocab_size=n_vocab)
+    else:
+        loader = TokenLoader(files, batch_size, block_size, rank=rank, world_size=world_size, seed=seed,
+                             tokenizer=tokenizer, vocab_size=n_vocab)
     if rank == 0 and not os.path.exists(os.path.join(data_dir, "val.bin")):
         print(f"train.py: WARNING: no val.bin in {data_dir}: this run reports no in-domain validation loss"
               + ("" if glob.glob(os.path.join(data_dir, "ood_*.bin")) else " and evaluates nothing at all")

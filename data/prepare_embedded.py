@@ -297,6 +297,8 @@ def main(argv=None):
         json.dump(meta, f, indent=2)
     from data.token_counts import write_counts   # training-set frequency of every id, for analyze.py
     write_counts(out_dir)
+    from data.packing import write_length_histogram   # document lengths: packing's dry-run figures
+    write_length_histogram(out_dir, tok.state() if hasattr(tok, "identity") else None)
     os.replace(part, os.path.join(out_dir, "meta.json"))   # last: meta.json marks a finished preparation
     print(_table(counts))
     print(f"wrote {out_dir} in {time.time() - t0:.1f}s")

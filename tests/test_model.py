@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from model import GPT, PRESETS, GPTConfig, config_from_preset, count_params_formula, preset_vocab
+from model import GPT, PRESETS, GPTConfig, config_from_preset, count_params_formula
+from plan import preset_vocab
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
