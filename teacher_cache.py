@@ -58,6 +58,8 @@ sample_seed = 0              # sampled: shard j draws with seed sample_seed·1,0
 device = "auto"
 dtype = "auto"               # as train.py: bfloat16 autocast on GPUs that have it, else float32
 # -----------------------------------------------------------------------------
+_DEFAULTS = {key: value for key, value in globals().items() if not key.startswith("_") and
+             isinstance(value, (int, float, str))}
 
 
 def check_settings():
@@ -105,7 +107,7 @@ def teacher_rows(teacher, x, V, half):
         yield i0, logits
 
 
-def top_k_targets(t, T):
+def top_k_targets(t, T, k):
     """ids, raw logits (sorted descending), lse of t/T, and the tail mass outside the k, summed as a tail."""
     z = t / T
     vals, ids = z.topk(min(k, t.shape[1]), dim=-1)
@@ -115,7 +117,7 @@ def top_k_targets(t, T):
     return ids, t.gather(1, ids), lse, tail
 
 
-def sampled_targets(t, T, gen):
+def sampled_targets(t, T, k, gen=None):
     """k draws from softmax(t / T): the distinct ids of each row (ascending) and their counts, padded with count 0."""
     q = torch.softmax(t / T, -1)
     draws = torch.multinomial(q, k, replacement=True, generator=gen).sort(-1).values
@@ -127,10 +129,11 @@ def sampled_targets(t, T, gen):
     return ids, counts
 
 
-def main():
+def main(argv):
     global device, dtype, units_per_shard
+    globals().update(_DEFAULTS)   # (so the tests can call main more than once in one process)
     try:
-        apply_overrides(globals(), sys.argv[1:])
+        apply_overrides(globals(), argv)
         check_settings()
     except (ConfigError, ValueError, OSError) as e:
         sys.exit(f"teacher_cache.py: config error: {e}")
@@ -214,13 +217,13 @@ def main():
             for i0, t in teacher_rows(teacher, x, n_vocab, half):
                 r = slice(base + i0, base + i0 + t.shape[0])
                 if method == "top-k":
-                    i, v, lse, tail = top_k_targets(t, temperature)
+                    i, v, lse, tail = top_k_targets(t, temperature, kk)
                     ids[r] = i.cpu().numpy()
                     v = v.to(getattr(torch, value_dtype)).cpu()
                     vals_np[r] = v.view(torch.int16).numpy().view(np.uint16) if value_dtype == "bfloat16" else v.numpy()
                     lse_np[r], tail_np[r] = lse.cpu().numpy(), tail.cpu().numpy()
                 else:
-                    i, c = sampled_targets(t, temperature, gen)
+                    i, c = sampled_targets(t, temperature, kk, gen)
                     ids[r], counts_np[r] = i.cpu().numpy(), c.cpu().numpy()
             done_units += b1 - b0
             el = time.time() - t0
@@ -239,4 +242,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
