@@ -136,11 +136,13 @@ def gemm_rows(chunk, device):
 
 
 def _chunked_forward(x_s, w_s, labels, x_t, w_t, divergence, alpha, ignore_index, V, chunk_size,
-                     label_smoothing, need_gx, need_gw):
-    """Returns (loss, ce, kd, grad_x_s, grad_w_s); grads None unless asked for. Inputs already flat [N, H]."""
+                     label_smoothing, targets, need_gx, need_gw):
+    """Returns (loss, ce, kd, grad_x_s, grad_w_s); grads None unless asked for. Inputs already flat [N, H].
+    targets: instead of x_t/w_t, precomputed teacher targets (a dict of [N, ...] tensors, e.g. a teacher
+    cache's sparse rows, sparse_kd.py), handed to the divergence one chunk's rows at a time."""
     N, H = x_s.shape
     dev = x_s.device
-    has_teacher = x_t is not None
+    has_teacher = x_t is not None or targets is not None
 
     # Matmul dtypes as in fused_kd: on CUDA each model's activation dtype with fp32 logits out; elsewhere
     # fp32 (no mixed GEMM on CPU), or fp64 when the inputs are fp64 (so tests can check the chunking exactly).
@@ -150,7 +152,7 @@ def _chunked_forward(x_s, w_s, labels, x_t, w_t, divergence, alpha, ignore_index
         dt = torch.promote_types(x.dtype, torch.float32)
         return x.to(dt), w[:V].to(dt)
     xs, ws = prep(x_s.detach(), w_s.detach())
-    xt, wt = prep(x_t.detach(), w_t.detach()) if has_teacher else (None, None)
+    xt, wt = prep(x_t.detach(), w_t.detach()) if x_t is not None else (None, None)
     mm_dtype = xs.dtype
     logit_dtype = torch.promote_types(mm_dtype, torch.float32)
 
@@ -189,7 +191,8 @@ def _chunked_forward(x_s, w_s, labels, x_t, w_t, divergence, alpha, ignore_index
     for i0 in range(0, N, C):
         i1 = min(i0 + C, N)
         s = logits(xs[i0:i1], ws)
-        t = logits(xt[i0:i1], wt) if has_teacher else None
+        t = (logits(xt[i0:i1], wt) if x_t is not None else
+             {name: a[i0:i1] for name, a in targets.items()} if targets is not None else None)
 
         v = valid[i0:i1]
         with torch.enable_grad():   # autograd on this chunk's logits only
@@ -226,9 +229,9 @@ class _ChunkedLinearKDCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_s, w_s, labels, x_t, w_t, divergence, alpha, ignore_index, V, chunk_size,
-                label_smoothing, need_gx, need_gw):
+                label_smoothing, targets, need_gx, need_gw):
         loss, ce, kd, grad_x, grad_w = _chunked_forward(x_s, w_s, labels, x_t, w_t, divergence, alpha, ignore_index,
-                                                        V, chunk_size, label_smoothing, need_gx, need_gw)
+                                                        V, chunk_size, label_smoothing, targets, need_gx, need_gw)
         ctx.save_for_backward(grad_x, grad_w)
         ctx.mark_non_differentiable(ce, kd)
         return loss, ce, kd
@@ -239,12 +242,12 @@ class _ChunkedLinearKDCE(torch.autograd.Function):
         # out of place, so a second backward through the same graph (retain_graph) sees the same values
         gx = grad_x * grad_loss.to(grad_x.dtype) if grad_x is not None else None
         gw = grad_w * grad_loss.to(grad_w.dtype) if grad_w is not None else None
-        return gx, gw, None, None, None, None, None, None, None, None, None, None, None
+        return gx, gw, None, None, None, None, None, None, None, None, None, None, None, None
 
 
 def chunked_linear_kd_ce(x_s, w_s, labels, x_t=None, w_t=None, *, alpha=0.0, temperature=1.0,
                          ignore_index=-100, vocab_size=None, chunk_size=None, kl="forward", top_k=None,
-                         top_k_variant="teacher", label_smoothing=0.0, jsd_beta=0.5, divergence=None):
+                         top_k_variant="teacher", label_smoothing=0.0, jsd_beta=0.5, divergence=None, targets=None):
     """distill_loss(x_s @ w_s.T, labels, x_t @ w_t.T, ...) computed chunk by chunk, without the [N, V] logits.
 
     x_s [N, H_s] (or [..., H_s]) student hidden states, w_s [V, H_s] student lm_head weight (both may need
@@ -254,16 +257,22 @@ def chunked_linear_kd_ce(x_s, w_s, labels, x_t=None, w_t=None, *, alpha=0.0, tem
     top_k_variant in {"teacher", "both", "bucket"}, label_smoothing, ignore_index, vocab_size (columns past
     it are padding, excluded for both models). divergence: your own per-chunk function (s, t) -> [C]
     (replaces kl/temperature/top_k; see the module docstring). chunk_size: tokens per chunk (None: a default).
+    targets: precomputed teacher targets in place of x_t/w_t, a dict of [N, ...] tensors the divergence reads
+    chunk by chunk (sparse_kd.py: a teacher cache's rows); needs `divergence`.
     Returns (loss, ce, kd): loss differentiable w.r.t. x_s and w_s, ce and kd detached for logging."""
     check_kd_args(alpha, temperature)
     check_loss_options(kl, temperature, top_k, top_k_variant, jsd_beta)
     x_s, labels, x_t, V = check_and_flatten(x_s, w_s, labels, x_t, w_t, vocab_size, chunk_size)
+    if targets is not None and (x_t is not None or divergence is None
+                                or any(a.shape[0] != x_s.shape[0] for a in targets.values())):
+        raise ValueError("targets replace x_t/w_t, need a divergence that reads them, and one row per token")
     if divergence is None:
         divergence = pick_divergence(kl, float(temperature), resolve_top_k(top_k, V), top_k_variant, jsd_beta)
 
     need_gx = torch.is_grad_enabled() and x_s.requires_grad
     need_gw = torch.is_grad_enabled() and w_s.requires_grad
-    args = (x_s, w_s, labels, x_t, w_t, divergence, float(alpha), ignore_index, V, chunk_size, float(label_smoothing))
+    args = (x_s, w_s, labels, x_t, w_t, divergence, float(alpha), ignore_index, V, chunk_size, float(label_smoothing),
+            targets)
     # precision is decided inside (fp32 logits and softmax): an enclosing autocast must not recast the matmuls
     with torch.autocast(x_s.device.type, enabled=False):
         if need_gx or need_gw:

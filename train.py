@@ -31,6 +31,7 @@ from data.loader import open_training_data
 from data.tokenfile import TokenFileError
 from data.tokenizer import padded_vocab_size
 from eval import evaluate_splits
+from kd_cache import CacheError, TeacherCache
 from model import GPT, config_from_preset
 from parallel import (apply_fsdp, build_sharded, exit_cleanly, find_sharded, full, full_model_state_dict, init_processes,
                       load_sharded, save_sharded, set_grad_sync, wrap_ddp)
@@ -72,6 +73,7 @@ loss_all_rows = False              # True: every embedding row enters CE's and K
 # distillation
 teacher_ckpt = ""                  # a nanokd ckpt.pt or a local Hugging Face folder (README); "" = no teacher
 teacher_model = ""                 # the teacher's preset, checked against its checkpoint (and used by dry runs)
+teacher_cache = ""                 # a teacher_cache.py folder: KD from its sparse targets, no teacher model loaded
 alpha = 0.0                        # weight of KD: 0 = plain LM training, 1 = pure distillation
 alpha_end = -1.0                   # >= 0: α moves linearly from alpha to alpha_end over training
 temperature = 1.0                  # 0 = the teacher's argmax as hard labels
@@ -109,8 +111,8 @@ except (ConfigError, ValueError, OSError) as e:
 if dry_run:   # the plan only: no processes, no data, models on the meta device; a teacher may be just a preset
     plan.dry_run(config)
     sys.exit(0)
-if alpha > 0 and not teacher_ckpt:
-    sys.exit(f"train.py: config error: alpha={alpha} weights a KD term but no teacher_ckpt is set")
+if alpha > 0 and not (teacher_ckpt or teacher_cache):
+    sys.exit(f"train.py: config error: alpha={alpha} weights a KD term but neither teacher_ckpt nor teacher_cache is set")
 try:   # a run already there is continued (--resume) or replaced (--overwrite), never mixed with this one
     claim_out_dir(out_dir, resume, overwrite, master=os.environ.get("RANK", "0") == "0")
 except ConfigError as e:
@@ -163,7 +165,14 @@ if vocab_rows and vocab_rows < n_vocab:
     fail(f"vocab_rows={vocab_rows} is fewer than the {n_vocab} ids of tokenizer {tokenizer!r}: 0 (padded to the "
          f"tokenizer) or at least {n_vocab}")
 model_cfg = config_from_preset(model, vocab_rows or padded_vocab_size(n_vocab), block_size, **model_args)
-teacher = None
+teacher, kd_cache = None, None
+if teacher_cache:   # the teacher's targets from disk (kd_cache.py), checked against this run before any step
+    try:
+        kd_cache = TeacherCache(teacher_cache)
+        kd_cache.check_run(tokenizer=tokenizer, n_vocab=n_vocab, block_size=block_size, temperature=temperature,
+                           data_files=train_loader.paths, top_k=resolve_top_k(top_k, n_vocab), kd_loss=kd_loss)
+    except (CacheError, OSError) as e:
+        fail(str(e))
 if teacher_ckpt:
     try:
         teacher = load_teacher(teacher_ckpt, tokenizer=tokenizer, n_vocab=n_vocab, block_size=block_size,
@@ -305,7 +314,9 @@ record = run_log.record
 
 n_student = raw_model.num_params()
 log(f"student {model} {n_student / 1e6:.2f}M params"
-    + (f", teacher {teacher.num_params() / 1e6:.2f}M params (α={alpha}, T={temperature})" if teacher is not None else ", no teacher")
+    + (f", teacher {teacher.num_params() / 1e6:.2f}M params (α={alpha}, T={temperature})" if teacher is not None
+       else f", teacher cache {teacher_cache} ({kd_cache.method} k={kd_cache.k}, α={alpha}, T={temperature})" if kd_cache
+       else ", no teacher")
     + f" | {world_size} process(es) × {grad_accum_steps} accumulation × {batch_size}×{block_size} = {batch_tokens:,} tokens/step"
     + f" | {total_iters} steps, {loss_path(loss_impl, teacher is not None, **loss_options)} loss, {dtype}")
 
@@ -335,7 +346,12 @@ while True:
         group["lr"] = lr
     sums = torch.zeros(4, device=device)  # loss, ce, kd over the step's scored tokens; a stop flag
     try:   # the step's batches first: its loss is divided by the tokens all of them score (packing pads rows)
-        batches = [train_loader.next_batch() for _ in range(grad_accum_steps)]
+        batches, cached = [], []
+        for _ in range(grad_accum_steps):
+            batches.append(train_loader.next_batch())
+            cached.append(kd_cache.targets(train_loader.last_windows, device) if kd_cache else None)
+    except CacheError as e:
+        fail(str(e))
     except TokenFileError as e:   # an id past the vocabulary: say which file and where, not an IndexError
         fail(f"training data: {e}")
     divisors = micro_step_weights([b[1] for b in batches], world_size,
@@ -346,6 +362,7 @@ while True:
         loss, ce, kd = micro_batch_loss(student, raw_model.lm_head, x, y, alpha_now, teacher=teacher_fwd,
                                         teacher_head=teacher.lm_head if teacher is not None else None,
                                         loss_impl=loss_impl, compute_dtype=compute_dtype, **loss_options,
+                                        cached=dict(targets=cached[micro], method=kd_cache.method, k=kd_cache.k) if kd_cache else None,
                                         **dict(zip(("segment_ids", "positions"), docs)))
         (loss / divisors[micro]).backward()
         sums[:3] += torch.stack([loss.detach(), ce, kd]).float() / divisors[micro]

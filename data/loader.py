@@ -130,6 +130,7 @@ class TokenLoader:
             self.epoch, self.position = self.epoch + 1, 0
         lo = self.position + self.rank * self.B
         idx = self._permutation()[lo:lo + self.B]
+        self.last_windows = idx   # the batch's global window indices: what a teacher cache is keyed by
         self.position += global_batch
         buf = np.stack([self._window(int(w)) for w in idx]).astype(np.int64)
         if buf.max(initial=0) >= self.vocab_size:   # one pass over B·T ints; found here, not as an embedding crash later
