@@ -87,9 +87,11 @@ RULES = {
     # model
     "model": (one_of(*MODELS), f"a preset of model.py: {', '.join(MODELS)}"),
     "model_args": (anything, "a dict of GPTConfig fields"),   # checked below, by building the config
+    "vocab_rows": (at_least(0), "0 (the tokenizer's vocabulary, padded) or a count of embedding rows >= it"),
     # distillation
     "teacher_ckpt": (anything, "a checkpoint path, or \"\" for no teacher"),
     "teacher_model": (one_of("", *MODELS), "\"\" or a preset of model.py"),
+    "teacher_cache": (anything, "a teacher_cache.py folder, or \"\" (then the teacher, if any, runs online)"),
     "alpha": (within(0, 1), "a number in [0, 1] (the weight of KD against CE)"),
     "alpha_end": (lambda v: math.isfinite(v) and v <= 1, "< 0 (off: α stays alpha) or a number in [0, 1]"),
     "temperature": (at_least(0), "a finite number >= 0 (0 = the teacher's argmax as hard labels)"),
@@ -108,6 +110,7 @@ RULES = {
     "beta2": (within(0, 1, hi_open=True), "a number in [0, 1)"),
     "grad_clip": (above(0), "a finite number > 0 (the largest gradient norm; 1e30 turns clipping off)"),
     "optim": (one_of("adamw", "sgd"), "adamw or sgd"),
+    "weight_decay_params": (one_of("matrices", "all"), "matrices or all (every parameter, as the authors' optax.adamw)"),
     # system
     "device": (known_device, "auto, cpu, cuda or cuda:N"),
     "dtype": (one_of("auto", "float32", "bfloat16"), "auto, float32 or bfloat16 (float16 would need a loss scaler)"),
@@ -156,6 +159,10 @@ def check_settings(config):
     if c["batch_tokens"] % (c["batch_size"] * c["block_size"]):
         raise bad("batch_tokens", c["batch_tokens"], f"a multiple of batch_size·block_size = "
                   f"{c['batch_size'] * c['block_size']} (times the number of processes)")
+    if c.get("teacher_cache") and c["teacher_ckpt"]:
+        raise bad("teacher_cache", c["teacher_cache"], "\"\" when teacher_ckpt is set (one teacher: online or cached)")
+    if c.get("teacher_cache") and c["packing"]:
+        raise bad("teacher_cache", c["teacher_cache"], "\"\" with packing=True (a cache keyed by document chunk is not built yet)")
     try:
         check_loss_options(c["kd_loss"], c["temperature"], c["top_k"], c["top_k_variant"], c["jsd_beta"])
         if c["tokenizer"] in N_VOCAB:   # (an hf tokenizer's size is known once it is read: train.py checks then)

@@ -23,7 +23,8 @@ A grid is a Python file that sets some of these names (only `students` is requir
     name      = "laptop"             # runs go to <out_root>/<name>/<run>; default: the file's name
     out_root  = "out"
     common    = dict(device="cpu")   # train.py overrides for every run
-    teachers  = {"t96": dict(config="configs/tiny_teacher.py", train_tokens=1_000_000)}
+    teachers  = {"t96": dict(config="configs/tiny_teacher.py", train_tokens=1_000_000),
+                 "smol": dict(hf="models/SmolLM2-135M")}   # a Hugging Face folder: evaluated, not trained
     students  = {"s128": dict(config="configs/tiny_student.py")}
     pairs     = [("t96", "s128")]    # default: every teacher with every student
     alphas    = [0.1, 0.3, 1.0]      # or per teacher: {"t96": [0.1, 0.3], ...}
@@ -157,9 +158,27 @@ def expand(grid, out_root=None):
         return dict(name=name, kind=kind, config=config, overrides=overrides, out_dir=out_dir, slurm=slurm,
                     model=model, deps=[], **meta)
 
+    def hf_teacher(t, entry):
+        """A Hugging Face folder someone already has: never trained, only evaluated like any run (its JSON gives
+        the report's teacher row). Its splits are the students' data_dir."""
+        name, folder = f"teacher_{t}", entry["hf"]
+        if set(entry) - {"hf", "data_dir"}:
+            raise GridError(f"teacher {t}: a Hugging Face teacher (hf=FOLDER) is not trained here, so it takes only "
+                            f"hf and data_dir, not {', '.join(sorted(set(entry) - {'hf', 'data_dir'}))}")
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            raise GridError(f"teacher {t}: hf={folder!r} is not a local Hugging Face folder (no config.json); "
+                            f"download it first, e.g. hf download ORG/NAME --local-dir {folder}")
+        data_dir = entry.get("data_dir") or grid.get("common", {}).get("data_dir")
+        if not data_dir:
+            raise GridError(f"teacher {t}: hf= needs data_dir (in the entry or in common) to be evaluated on")
+        return dict(name=name, kind="teacher", hf=folder, data_dir=data_dir, config="", overrides={},
+                    out_dir=os.path.join(root, name), slurm={**SLURM_DEFAULTS, **grid.get("slurm", {})},
+                    model=f"hf:{folder}", deps=[], student="", teacher=t, alpha=None, variant="", seed=None)
+
     teachers = {}
     for t, entry in grid.get("teachers", {}).items():
-        teachers[t] = make(f"teacher_{t}", "teacher", entry, {}, student="", teacher=t, alpha=None, variant="")
+        teachers[t] = hf_teacher(t, entry) if "hf" in entry else make(
+            f"teacher_{t}", "teacher", entry, {}, student="", teacher=t, alpha=None, variant="")
     runs = list(teachers.values())
 
     students = grid["students"]
@@ -192,8 +211,8 @@ def expand(grid, out_root=None):
                         name = f"{s}_{t}_a{alpha:g}{'_' + v if v else ''}_s{seed}"
                         r = make(name, "student", s_entry,
                                  {**v_over, "alpha": float(alpha), "seed": seed,
-                                  "teacher_ckpt": os.path.join(teacher["out_dir"], "ckpt.pt"),
-                                  "teacher_model": teacher["model"]}, **meta)
+                                  "teacher_ckpt": teacher.get("hf") or os.path.join(teacher["out_dir"], "ckpt.pt"),
+                                  "teacher_model": "" if "hf" in teacher else teacher["model"]}, **meta)
                         r["deps"] = [teacher["name"]]
                         runs.append(r)
     for r in runs:
@@ -216,7 +235,8 @@ def select(runs, only):
 # ---- done-ness and commands -----------------------------------------------------------------------
 
 def train_done(run):
-    return read_json(os.path.join(run["out_dir"], "final.json")) is not None
+    """Trained: final.json is there (a Hugging Face teacher is trained already)."""
+    return "hf" in run or read_json(os.path.join(run["out_dir"], "final.json")) is not None
 
 
 def run_done(run, evals):
@@ -228,6 +248,8 @@ def train_args(run):
 
 
 def eval_args(run, args, out):
+    if "hf" in run:   # a folder has no run config to take data_dir from
+        return ["eval.py", "--ckpt", run["hf"], "--data_dir", run["data_dir"]] + shlex.split(args) + ["--out", out]
     return ["eval.py", "--ckpt", os.path.join(run["out_dir"], "ckpt.pt")] + shlex.split(args) + ["--out", out]
 
 
@@ -366,13 +388,14 @@ def sbatch_script(run, evals, grid_name, log_dir):
     lines += [f"#SBATCH {x}" for x in s["extra"]]
     lines += ["", "set -euo pipefail", f"cd {shlex.quote(REPO)}"] + list(s["setup"])
     lines += ['head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-              f"export OMP_NUM_THREADS={max(1, s['cpus_per_task'] // s['gpus_per_node'])}", "",
-              "# train (a rerun resumes from the run's ckpt.pt)",
-              f"if [ ! -s {shlex.quote(out)}/final.json ]; then",
-              f"  srun torchrun --nnodes=$SLURM_NNODES --nproc_per_node={s['gpus_per_node']} --rdzv-backend=c10d "
-              f"--rdzv-endpoint=$head:{s['port']} --rdzv-id=$SLURM_JOB_ID \\",
-              "    " + shlex.join(train_args(run)),
-              "fi"]
+              f"export OMP_NUM_THREADS={max(1, s['cpus_per_task'] // s['gpus_per_node'])}", ""]
+    if "hf" not in run:   # a Hugging Face teacher is only evaluated
+        lines += ["# train (a rerun resumes from the run's ckpt.pt)",
+                  f"if [ ! -s {shlex.quote(out)}/final.json ]; then",
+                  f"  srun torchrun --nnodes=$SLURM_NNODES --nproc_per_node={s['gpus_per_node']} --rdzv-backend=c10d "
+                  f"--rdzv-endpoint=$head:{s['port']} --rdzv-id=$SLURM_JOB_ID \\",
+                  "    " + shlex.join(train_args(run)),
+                  "fi"]
     for key, args in evals.items():
         final, tmp = eval_path(run, key), eval_path(run, key) + ".tmp"
         lines += [f"# eval {key}, on one node",
@@ -404,7 +427,7 @@ def write_slurm(runs, evals, grid_name, slurm_dir):
         with open(path, "w") as f:
             f.write(sbatch_script(r, evals, grid_name, log_dir))
         os.chmod(path, 0o755)
-        outputs = [os.path.join(r["out_dir"], "final.json")] + [eval_path(r, k) for k in evals]
+        outputs = [os.path.join(r["out_dir"], "final.json")] * ("hf" not in r) + [eval_path(r, k) for k in evals]
         name = shlex.quote(r["name"])   # (a safe name already: check_names; quoted all the same)
         submit += [f"if complete {' '.join(shlex.quote(o) for o in outputs)}; then",
                    f"  echo {shlex.quote('skip ' + r['name'] + ' (complete)')}",
@@ -450,7 +473,8 @@ def main(argv=None):
         for r in runs:
             status = "done" if run_done(r, evals) else "trained" if train_done(r) else "todo"
             print(f"{r['name']} [{status}]" + (f" after {', '.join(r['deps'])}" if r["deps"] else ""))
-            print("  " + shlex.join(["python"] + train_args(r)))
+            if "hf" not in r:
+                print("  " + shlex.join(["python"] + train_args(r)))
             for key, e in evals.items():
                 print("  " + shlex.join(["python"] + eval_args(r, e, eval_path(r, key))))
         print(f"{len(runs)} runs ({sum(r['kind'] == 'teacher' for r in runs)} teachers), "

@@ -26,18 +26,19 @@ import torch.distributed as dist
 
 from checkpoint import CheckpointError, load_for_resume, load_teacher, rng_state, save_checkpoint, set_rng_state
 from configurator import ConfigError, apply_overrides
-from chunked_loss import in_kernel, linear_kd_ce
-from distill_loss import distill_loss, resolve_top_k
+from distill_loss import resolve_top_k
 from data.loader import open_training_data
 from data.tokenfile import TokenFileError
 from data.tokenizer import padded_vocab_size
 from eval import evaluate_splits
+from kd_cache import CacheError, TeacherCache
 from model import GPT, config_from_preset
-from parallel import (apply_fsdp, exit_cleanly, find_sharded, full, full_model_state_dict, init_processes, load_sharded,
-                      save_sharded, set_grad_sync, wrap_ddp)
+from parallel import (apply_fsdp, build_sharded, exit_cleanly, find_sharded, full, full_model_state_dict, init_processes,
+                      load_sharded, save_sharded, set_grad_sync, wrap_ddp)
 import plan
 from runlog import RunLog, claim_out_dir
 from settings import check_data_files, check_resume, check_settings
+from train_step import loss_path, micro_batch_loss, micro_step_weights
 
 # -----------------------------------------------------------------------------
 # defaults
@@ -59,14 +60,20 @@ tokenizer_path = ""                # hf: its folder or tokenizer.json ("" = teac
 batch_size = 16                    # sequences per micro-step per process
 block_size = 256
 batch_tokens = 16 * 256            # tokens per optimizer step over all processes; sets grad accumulation
+packing = False                    # rows of whole documents: attention within each, RoPE per document, padding
+                                   # unscored (data/packing.py), as the authors' runs; False = plain windows
 train_tokens = 2_000_000           # token budget; steps = train_tokens // batch_tokens
 max_iters = 0                      # > 0 overrides the token budget (quick runs)
 # model
 model = "tiny-128"                 # a preset in model.py
 model_args = {}                    # overrides of the preset's shape, e.g. {"n_layer": 6}
+vocab_rows = 0                     # embedding rows; 0 = the tokenizer's vocabulary padded to a multiple of 64 (or 8)
+loss_all_rows = False              # True: every embedding row enters CE's and KD's softmax, as MaxText's logits do
+                                   # (the authors' Qwen3 runs: 151,936 rows, 128,256 ids); False: the tokenizer's ids only
 # distillation
-teacher_ckpt = ""                  # path to a nanokd checkpoint; "" = no teacher
+teacher_ckpt = ""                  # a nanokd ckpt.pt or a local Hugging Face folder (README); "" = no teacher
 teacher_model = ""                 # the teacher's preset, checked against its checkpoint (and used by dry runs)
+teacher_cache = ""                 # a teacher_cache.py folder: KD from its sparse targets, no teacher model loaded
 alpha = 0.0                        # weight of KD: 0 = plain LM training, 1 = pure distillation
 alpha_end = -1.0                   # >= 0: α moves linearly from alpha to alpha_end over training
 temperature = 1.0                  # 0 = the teacher's argmax as hard labels
@@ -81,6 +88,7 @@ learning_rate = 3e-4
 min_lr_ratio = 0.1                 # cosine decays to this fraction of the peak
 warmup_frac = 0.05
 weight_decay = 0.1
+weight_decay_params = "matrices"   # "matrices" (not norms); "all": every parameter, as the authors' optax.adamw
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0
@@ -103,8 +111,8 @@ except (ConfigError, ValueError, OSError) as e:
 if dry_run:   # the plan only: no processes, no data, models on the meta device; a teacher may be just a preset
     plan.dry_run(config)
     sys.exit(0)
-if alpha > 0 and not teacher_ckpt:
-    sys.exit(f"train.py: config error: alpha={alpha} weights a KD term but no teacher_ckpt is set")
+if alpha > 0 and not (teacher_ckpt or teacher_cache):
+    sys.exit(f"train.py: config error: alpha={alpha} weights a KD term but neither teacher_ckpt nor teacher_cache is set")
 try:   # a run already there is continued (--resume) or replaced (--overwrite), never mixed with this one
     claim_out_dir(out_dir, resume, overwrite, master=os.environ.get("RANK", "0") == "0")
 except ConfigError as e:
@@ -149,12 +157,22 @@ warmup_iters = int(warmup_frac * total_iters)
 # ---- data, models ------------------------------------------------------------
 try:
     train_loader, n_vocab, (tokenizer, tokenizer_state) = open_training_data(
-        data_dir, batch_size, block_size, rank, world_size, seed, tokenizer, tokenizer_path or teacher_ckpt)
+        data_dir, batch_size, block_size, rank, world_size, seed, tokenizer, tokenizer_path or teacher_ckpt, packing)
     check_data_files(data_dir, tokenizer, n_vocab, top_k)   # the evaluation files too: now, not after training
 except (ValueError, OSError) as e:   # no files, another tokenizer's, a corrupt header, too few tokens
     fail(f"training data: {e}")
-model_cfg = config_from_preset(model, padded_vocab_size(n_vocab), block_size, **model_args)
-teacher = None
+if vocab_rows and vocab_rows < n_vocab:
+    fail(f"vocab_rows={vocab_rows} is fewer than the {n_vocab} ids of tokenizer {tokenizer!r}: 0 (padded to the "
+         f"tokenizer) or at least {n_vocab}")
+model_cfg = config_from_preset(model, vocab_rows or padded_vocab_size(n_vocab), block_size, **model_args)
+teacher, kd_cache = None, None
+if teacher_cache:   # the teacher's targets from disk (kd_cache.py), checked against this run before any step
+    try:
+        kd_cache = TeacherCache(teacher_cache)
+        kd_cache.check_run(tokenizer=tokenizer, n_vocab=n_vocab, block_size=block_size, temperature=temperature,
+                           data_files=train_loader.paths, top_k=resolve_top_k(top_k, n_vocab), kd_loss=kd_loss)
+    except (CacheError, OSError) as e:
+        fail(str(e))
 if teacher_ckpt:
     try:
         teacher = load_teacher(teacher_ckpt, tokenizer=tokenizer, n_vocab=n_vocab, block_size=block_size,
@@ -162,17 +180,20 @@ if teacher_ckpt:
                                dtype=torch.bfloat16 if dtype == "bfloat16" else None)
     except CheckpointError as e:
         fail(f"teacher: {e}")
+    if loss_all_rows and teacher.config.vocab_size != model_cfg.vocab_size:
+        fail(f"loss_all_rows=True needs teacher and student with the same embedding rows: teacher "
+             f"{teacher.config.vocab_size}, student {model_cfg.vocab_size} (set vocab_rows)")
 
 torch.manual_seed(seed)  # here, after the teacher is built, so the student's init doesn't depend on having one
-raw_model = GPT(model_cfg).to(device)
+# FSDP: built on the meta device and sharded before any weight exists, then each rank's shards initialised to
+# the values GPT(model_cfg) would hold (parallel.build_sharded); before the optimizer, so it holds the shards
+raw_model = build_sharded(model_cfg, device) if fsdp else GPT(model_cfg).to(device)
 raw_model.activation_checkpointing = activation_checkpointing
-half = getattr(torch, dtype) if dtype != "float32" else None
-if fsdp:
-    apply_fsdp(raw_model, param_dtype=half)  # before the optimizer, so it holds the shards
-    if teacher is not None and fsdp_teacher:
-        apply_fsdp(teacher, param_dtype=half)
+if fsdp and teacher is not None and fsdp_teacher:
+    apply_fsdp(teacher)
 optimizer = (torch.optim.SGD(raw_model.parameters(), lr=learning_rate) if optim == "sgd"
-             else raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type))
+             else raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type,
+                                             weight_decay_params))
 step, tokens_seen, resumed_from = 0, 0, None
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 sharded_dir = os.path.join(out_dir, "ckpt_sharded")  # FSDP's resumable checkpoint; ckpt.pt is then model-only
@@ -203,13 +224,10 @@ if ddp and not fsdp:
 # "fused": lm_head and loss together (fused_kd.py's kernel for the paper's loss and plain CE, chunked_loss.py
 # for every other ablation), never the micro-batch's [tokens, V] logits; "reference": distill_loss.py.
 top_k_count = resolve_top_k(top_k, n_vocab)   # round(p·V), as the paper; checked by check_data_files
-loss_options = dict(temperature=temperature, vocab_size=n_vocab, kl=kd_loss, top_k=top_k_count,
+loss_options = dict(temperature=temperature, vocab_size=model_cfg.vocab_size if loss_all_rows else n_vocab,
+                    kl=kd_loss, top_k=top_k_count,
                     top_k_variant=top_k_variant, label_smoothing=label_smoothing, jsd_beta=jsd_beta)
-loss_path = loss_impl if loss_impl == "reference" else (
-    "fused" if in_kernel(teacher is not None, kd_loss, temperature, top_k_count, label_smoothing) else "chunked")
-# Under autocast the residual stream stays fp32, so the final hidden state is cast: the fused/chunked lm_head
-# GEMMs then run in bf16 on a GPU, as an autocast lm_head would, not in TF32 with fp32 gradient buffers.
-act_dtype = None if dtype == "float32" else getattr(torch, dtype)
+compute_dtype = None if dtype == "float32" else getattr(torch, dtype)
 
 
 def alpha_at(it):
@@ -223,26 +241,10 @@ def lr_at(it):
     return learning_rate * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def micro_batch_loss(x, y, alpha_now):
-    """Forward both models on a micro-batch; return (loss, ce, kd): the objective at α = alpha_now, and its
-    two terms (ce against the data, kd against the teacher; kd is 0 without one)."""
-    h_t = None
-    with autocast:
-        h = student(x)
-        if teacher is not None:
-            with torch.no_grad():
-                h_t = teacher_fwd(x)
-    # Under FSDP the lm_head weights may still be shards: gathered differentiably (parallel.full)
-    w_s = full(raw_model.lm_head.weight)
-    w_t = full(teacher.lm_head.weight) if teacher is not None else None
-    if loss_impl == "fused":
-        if act_dtype is not None:
-            h, h_t = h.to(act_dtype), (h_t.to(act_dtype) if h_t is not None else None)
-        return linear_kd_ce(h, w_s, y, h_t, w_t, alpha=alpha_now, **loss_options)
-    with autocast:
-        logits = raw_model.lm_head(h)
-        t_logits = teacher.lm_head(h_t) if teacher is not None else None
-    return distill_loss(logits, y, t_logits, alpha=alpha_now, **loss_options)
+def sum_over_ranks(t):
+    on_device = t.to(device)   # NCCL reduces GPU tensors only
+    dist.all_reduce(on_device)
+    t.copy_(on_device.cpu())
 
 
 def run_eval():
@@ -261,13 +263,16 @@ def save(data_state, rng, tag=""):
             "n_vocab": n_vocab, "config": config,
             "step": step, "tokens_seen": tokens_seen, "data_state": data_state, "git_commit": run_log.commit,
             "rng": rng}
-    if fsdp:  # shards to resume from, and the gathered weights as the usual single file for eval/export/teachers
-        save_sharded(sharded_dir, raw_model, optimizer, meta)
-        whole = full_model_state_dict(raw_model)
-        if master:
-            save_checkpoint(ckpt_path, {**meta, "model": whole, "optimizer": None})
-    elif master:
-        save_checkpoint(ckpt_path, {**meta, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict()})
+    try:
+        if fsdp:  # shards to resume from, and the gathered weights as the usual single file for eval/export/teachers
+            save_sharded(sharded_dir, raw_model, optimizer, meta)
+            whole = full_model_state_dict(raw_model)
+            if master:
+                save_checkpoint(ckpt_path, {**meta, "model": whole, "optimizer": None})
+        elif master:
+            save_checkpoint(ckpt_path, {**meta, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict()})
+    except CheckpointError as e:   # a full disk: which file, how big, how much is free (the last checkpoint is whole)
+        fail(f"{e}. {last_good()}")
     log(f"saved {sharded_dir if fsdp else ckpt_path} at step {step}{tag}")
     saved_step = step
 
@@ -309,9 +314,11 @@ record = run_log.record
 
 n_student = raw_model.num_params()
 log(f"student {model} {n_student / 1e6:.2f}M params"
-    + (f", teacher {teacher.num_params() / 1e6:.2f}M params (α={alpha}, T={temperature})" if teacher is not None else ", no teacher")
+    + (f", teacher {teacher.num_params() / 1e6:.2f}M params (α={alpha}, T={temperature})" if teacher is not None
+       else f", teacher cache {teacher_cache} ({kd_cache.method} k={kd_cache.k}, α={alpha}, T={temperature})" if kd_cache
+       else ", no teacher")
     + f" | {world_size} process(es) × {grad_accum_steps} accumulation × {batch_size}×{block_size} = {batch_tokens:,} tokens/step"
-    + f" | {total_iters} steps, {loss_path} loss, {dtype}")
+    + f" | {total_iters} steps, {loss_path(loss_impl, teacher is not None, **loss_options)} loss, {dtype}")
 
 # ---- training loop -------------------------------------------------------------
 flops_per_step = batch_tokens * (raw_model.flops_per_token(block_size) +
@@ -340,17 +347,28 @@ while True:
     lr, alpha_now = lr_at(step), alpha_at(step)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    sums = torch.zeros(4, device=device)  # loss, ce, kd averaged over micro-steps; a stop flag
-    for micro in range(grad_accum_steps):
-        try:
-            x, y = train_loader.next_batch()
-        except TokenFileError as e:   # an id past the vocabulary: say which file and where, not an IndexError
-            fail(f"training data: {e}")
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    sums = torch.zeros(4, device=device)  # loss, ce, kd over the step's scored tokens; a stop flag
+    try:   # the step's batches first: its loss is divided by the tokens all of them score (packing pads rows)
+        batches, cached = [], []
+        for _ in range(grad_accum_steps):
+            batches.append(train_loader.next_batch())
+            cached.append(kd_cache.targets(train_loader.last_windows, device) if kd_cache else None)
+    except CacheError as e:
+        fail(str(e))
+    except TokenFileError as e:   # an id past the vocabulary: say which file and where, not an IndexError
+        fail(f"training data: {e}")
+    divisors = micro_step_weights([b[1] for b in batches], world_size,
+                                  all_reduce=sum_over_ranks if ddp and packing else None)
+    for micro, batch in enumerate(batches):
+        x, y, *docs = (t.to(device, non_blocking=True) for t in batch)   # docs: segment ids, positions if packing
         set_grad_sync(student, micro == grad_accum_steps - 1)  # communicate once per step, not per micro-step
-        loss, ce, kd = micro_batch_loss(x, y, alpha_now)
-        (loss / grad_accum_steps).backward()
-        sums[:3] += torch.stack([loss.detach(), ce, kd]).float() / grad_accum_steps
+        loss, ce, kd = micro_batch_loss(student, raw_model.lm_head, x, y, alpha_now, teacher=teacher_fwd,
+                                        teacher_head=teacher.lm_head if teacher is not None else None,
+                                        loss_impl=loss_impl, compute_dtype=compute_dtype, **loss_options,
+                                        cached=dict(targets=cached[micro], method=kd_cache.method, k=kd_cache.k) if kd_cache else None,
+                                        **dict(zip(("segment_ids", "positions"), docs)))
+        (loss / divisors[micro]).backward()
+        sums[:3] += torch.stack([loss.detach(), ce, kd]).float() / divisors[micro]
     sums[3] = float(bool(stop_requested))
     if ddp:
         dist.all_reduce(sums, op=dist.ReduceOp.AVG)  # the flag rides along: all ranks stop at the same step

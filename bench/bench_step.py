@@ -29,11 +29,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configurator import read_config_file  # noqa: E402
-from distill_loss import distill_loss  # noqa: E402
-from fused_kd import fused_linear_kd_ce  # noqa: E402
 from model import GPT, config_from_preset  # noqa: E402
 from plan import peak_flops  # noqa: E402
 from data.tokenizer import N_VOCAB, padded_vocab_size  # noqa: E402
+from train_step import micro_batch_loss  # noqa: E402
 
 
 def load_config(path, overrides):
@@ -51,38 +50,29 @@ def load_config(path, overrides):
     return cfg
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", nargs="?", default="configs/tiny_student.py")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--out", default=None, help="write the results as JSON here")
-    args, overrides = ap.parse_known_args()
-    cfg = load_config(args.config, overrides)
-    device = args.device
+def build(cfg, device, dtype):
+    """Student, teacher and optimizer as train.py builds them (seeded, the teacher frozen, in bf16 when the run
+    is), and the step functions to time, each going through train_step.micro_batch_loss as train.py does."""
     cuda = device.startswith("cuda")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    compute_dtype = None if dtype == "float32" else getattr(torch, dtype)
     n_vocab = N_VOCAB[cfg["tokenizer"]]
     V = padded_vocab_size(n_vocab)
-
     torch.manual_seed(0)
     student = GPT(config_from_preset(cfg["model"], V, cfg["block_size"], **cfg["model_args"])).to(device)
     teacher = GPT(config_from_preset(cfg["teacher_model"], V, cfg["block_size"])).to(device).eval().requires_grad_(False)
-    if cuda:
-        teacher.to(torch.bfloat16)
+    if compute_dtype is not None:
+        teacher.to(compute_dtype)   # as checkpoint.load_teacher does for a bf16 run
     optimizer = student.configure_optimizers(0.1, 1e-4, (0.9, 0.95), "cuda" if cuda else "cpu")
     s_fwd = torch.compile(student) if cfg["compile"] else student
     t_fwd = torch.compile(teacher) if cfg["compile"] else teacher
     B, T = cfg["batch_size"], cfg["block_size"]
     x = torch.randint(0, n_vocab, (B, T), device=device)
     y = torch.randint(0, n_vocab, (B, T), device=device)
-    alpha, temp = cfg["alpha"], cfg["temperature"]
+    options = dict(temperature=cfg["temperature"], vocab_size=n_vocab)
+    autocast = torch.autocast(x.device.type, dtype=compute_dtype) if compute_dtype is not None else nullcontext()
 
     def student_step():
-        with autocast:
-            h = s_fwd(x)
-        loss, _, _ = fused_linear_kd_ce(h.flatten(0, 1), student.lm_head.weight, y.flatten(), vocab_size=n_vocab)
+        loss, _, _ = micro_batch_loss(s_fwd, student.lm_head, x, y, 0.0, compute_dtype=compute_dtype, **options)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -90,27 +80,43 @@ def main():
     @torch.no_grad()
     def teacher_forward():
         with autocast:
-            h = t_fwd(x)
-            return teacher.lm_head(h)
+            return teacher.lm_head(t_fwd(x))
 
-    def kd_step(fused):
-        with autocast:
-            h = s_fwd(x)
-            with torch.no_grad():
-                h_t = t_fwd(x)
-        if fused:
-            loss, _, _ = fused_linear_kd_ce(h.flatten(0, 1), student.lm_head.weight, y.flatten(), h_t.flatten(0, 1),
-                                            teacher.lm_head.weight, alpha=alpha, temperature=temp, vocab_size=n_vocab)
-        else:
-            with autocast:
-                logits, t_logits = student.lm_head(h), teacher.lm_head(h_t)
-            loss, _, _ = distill_loss(logits, y, t_logits, alpha=alpha, temperature=temp, vocab_size=n_vocab)
+    def kd_step(loss_impl):
+        loss, _, _ = micro_batch_loss(s_fwd, student.lm_head, x, y, cfg["alpha"], teacher=t_fwd,
+                                      teacher_head=teacher.lm_head, loss_impl=loss_impl, compute_dtype=compute_dtype,
+                                      **options)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     contenders = {"student step": student_step, "teacher fwd": teacher_forward,
-                  "KD step (fused)": lambda: kd_step(True), "KD step (reference)": lambda: kd_step(False)}
+                  "KD step (fused)": lambda: kd_step("fused"), "KD step (reference)": lambda: kd_step("reference")}
+    return student, teacher, contenders
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config", nargs="?", default="configs/tiny_student.py")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                    help="as train.py: auto = bfloat16 autocast on GPUs that have it, else float32")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    args, overrides = ap.parse_known_args()
+    cfg = load_config(args.config, overrides)
+    device = args.device
+    cuda = device.startswith("cuda")
+    dtype = args.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if cuda and torch.cuda.is_bf16_supported() else "float32"
+    torch.backends.cuda.matmul.allow_tf32 = True   # as train.py
+    torch.backends.cudnn.allow_tf32 = True
+    n_vocab = N_VOCAB[cfg["tokenizer"]]
+    student, teacher, contenders = build(cfg, device, dtype)
+    B, T = cfg["batch_size"], cfg["block_size"]
+    alpha = cfg["alpha"]
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     times = {k: [] for k in contenders}
     peak_mem = {}
@@ -135,7 +141,7 @@ def main():
     peak = peak_flops(device)
     med = {k: statistics.median(v) for k, v in times.items()}
     results = {}
-    print(f"{cfg['model']} student, {cfg['teacher_model']} teacher, {B}×{T} tokens, vocab {n_vocab}, α={alpha}, "
+    print(f"{cfg['model']} student, {cfg['teacher_model']} teacher, {B}×{T} tokens, vocab {n_vocab}, α={alpha}, {dtype}, "
           f"{device}{' (' + torch.cuda.get_device_name() + ')' if cuda else ''}, median of {args.rounds}")
     print(f"{'':22s}{'ms':>10s}{'tokens/s':>12s}{'MFU':>8s}{'peak mem':>11s}")
     for name in contenders:
@@ -152,7 +158,7 @@ def main():
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
-            json.dump({"config": cfg, "device": torch.cuda.get_device_name() if cuda else "cpu",
+            json.dump({"config": cfg, "dtype": dtype, "device": torch.cuda.get_device_name() if cuda else "cpu",
                        "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "torch": torch.__version__,
                        "results": results, "kd_overhead_ratio": ratios}, f, indent=2)
         print(f"wrote {args.out}")

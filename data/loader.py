@@ -22,6 +22,7 @@ smaller.
 """
 
 import glob
+import json
 import os
 import sys
 
@@ -129,6 +130,7 @@ class TokenLoader:
             self.epoch, self.position = self.epoch + 1, 0
         lo = self.position + self.rank * self.B
         idx = self._permutation()[lo:lo + self.B]
+        self.last_windows = idx   # the batch's global window indices: what a teacher cache is keyed by
         self.position += global_batch
         buf = np.stack([self._window(int(w)) for w in idx]).astype(np.int64)
         if buf.max(initial=0) >= self.vocab_size:   # one pass over B·T ints; found here, not as an embedding crash later
@@ -145,6 +147,9 @@ class TokenLoader:
                 "n_windows": self.n_windows, "block_size": self.T}
 
     def load_state_dict(self, state):
+        if state.get("packing"):
+            raise ValueError("loader state does not fit this run: it was saved by a run that packs documents "
+                             "(packing=True), this run reads plain windows")
         for key, mine in (("n_windows", self.n_windows), ("block_size", self.T), ("seed", self.seed)):
             if int(state[key]) != mine:
                 raise ValueError(f"loader state does not fit this run: saved {key}={state[key]}, now {mine} "
@@ -153,29 +158,57 @@ class TokenLoader:
 
 
 def open_training_data(data_dir, batch_size, block_size, rank=0, world_size=1, seed=0, tokenizer=None,
-                       tokenizer_path=None):
-    """The training loader over data_dir/train*.bin, the vocabulary size its files carry, and the tokenizer's
+                       tokenizer_path=None, packing=False):
+    """The training loader over data_dir/train*.bin (packing: data/packing.py's rows of whole documents, whose
+    next_batch also gives segment ids and positions), the vocabulary size its files carry, and the tokenizer's
     (name, state): a Hugging Face tokenizer ("hf", read from tokenizer_path: the teacher's folder or its
     tokenizer.json) is named by its hash and its state travels with the checkpoint; other tokenizers have
     state None. ValueError (a TokenFileError for a bad file) saying what is wrong. Warns once on rank 0 when
     val.bin is missing."""
     state = None
-    if tokenizer is not None and (tokenizer == "hf" or tokenizer.startswith("hf-")) and tokenizer_path:
-        from data.tokenizer import get_tokenizer
-        tok = get_tokenizer(tokenizer, tokenizer_path)
-        tokenizer, state = tok.name, tok.state()
     files = sorted(glob.glob(os.path.join(data_dir, "train*.bin")))
     if not files:
         raise ValueError(f"no training data matches {os.path.join(data_dir, 'train*.bin')}; prepare it first "
                          "(python data/prepare_embedded.py, see README)")
-    n_vocab = read_header(files[0])["vocab_size"]
-    loader = TokenLoader(files, batch_size, block_size, rank=rank, world_size=world_size, seed=seed,
-                         tokenizer=tokenizer, vocab_size=n_vocab)
+    header = read_header(files[0])
+    hf = tokenizer is not None and (tokenizer == "hf" or tokenizer.startswith("hf-"))
+    if hf and not tokenizer_path:   # the checkpoint must carry the tokenizer, so it has to be read from somewhere
+        raise ValueError(f"tokenizer={tokenizer!r} reads the teacher's tokenizer.json, and this run has no teacher: "
+                         f"pass --tokenizer_path={_tokenizer_source(data_dir) or 'FOLDER'} (the folder the data was "
+                         f"prepared with)")
+    if hf:
+        from data.tokenizer import get_tokenizer
+        tok = get_tokenizer(tokenizer, tokenizer_path)
+        tokenizer, state = tok.name, tok.state()
+    if tokenizer is not None and tokenizer != header["tokenizer"]:
+        hint = (f": pass --tokenizer=hf with --tokenizer_path={_tokenizer_source(data_dir) or 'FOLDER'} (or a "
+                f"--teacher_ckpt that has it)" if header["tokenizer"].startswith("hf-") and not hf else "")
+        raise ValueError(f"{files[0]} was written with tokenizer {header['tokenizer']!r} ({header['vocab_size']} ids) "
+                         f"but this run's tokenizer is {tokenizer!r}{hint}")
+    n_vocab = header["vocab_size"]
+    if packing:
+        from data.packing import PackedLoader, document_mark
+        mark = document_mark(tokenizer or header["tokenizer"], state)
+        loader = PackedLoader(files, batch_size, block_size, mark, rank=rank, world_size=world_size, seed=seed,
+                              tokenizer=tokenizer, vocab_size=n_vocab)
+    else:
+        loader = TokenLoader(files, batch_size, block_size, rank=rank, world_size=world_size, seed=seed,
+                             tokenizer=tokenizer, vocab_size=n_vocab)
     if rank == 0 and not os.path.exists(os.path.join(data_dir, "val.bin")):
         print(f"train.py: WARNING: no val.bin in {data_dir}: this run reports no in-domain validation loss"
               + ("" if glob.glob(os.path.join(data_dir, "ood_*.bin")) else " and evaluates nothing at all")
               + " (prepare it with the data/prepare_*.py script that made the training files)", file=sys.stderr, flush=True)
     return loader, n_vocab, (tokenizer, state)
+
+
+def _tokenizer_source(data_dir):
+    """The tokenizer folder a prepare script recorded in data_dir/meta.json, for hints ("" if none)."""
+    try:
+        with open(os.path.join(data_dir, "meta.json")) as f:
+            source = json.load(f).get("tokenizer_source") or ""
+    except (OSError, ValueError):
+        return ""
+    return os.path.dirname(source) if source.endswith("tokenizer.json") else source
 
 
 def eval_batches(path, batch_size, block_size, max_batches=None, rank=0, world_size=1,

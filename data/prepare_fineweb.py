@@ -278,6 +278,8 @@ def main(argv=None):
     progress["max_tokens"] = args.max_tokens
     progress["end"] = "max_tokens reached" if total >= budget else "end of data"
     _write_json(progress_path, progress)
+    from data.packing import write_length_histogram   # document lengths: packing's dry-run figures
+    write_length_histogram(out_dir, tok.state() if hasattr(tok, "identity") else None)
     print(f"done ({progress['end']}): {len(files)} files, {total:,} tokens, {position[0]:,} documents "
           f"in {out_dir}, {time.time() - t0:.1f}s")
     return progress
