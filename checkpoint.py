@@ -173,7 +173,7 @@ def convert(old_path, new_path):
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"{old_path} was not converted: it holds Python objects other than tensors, plain values "
                               f"and numpy's RNG state, which no nanokd checkpoint held (unpickling them could run "
-                              f"code from whoever wrote the file): {_refused_global(e)}") from e
+                              f"code from whoever wrote the file): {what_was_refused(e)}") from e
     except Exception as e:
         raise CheckpointError(f"{old_path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(ck, dict) or ck.get("format") not in OLD_FORMATS + (FORMAT,):
@@ -190,7 +190,7 @@ def convert(old_path, new_path):
     print(f"converted {old_path} -> {new_path} ({FORMAT})")
 
 
-def _refused_global(e):
+def what_was_refused(e):
     """What torch's weights_only message says was refused, without its advice to allow it."""
     found = re.search(r"GLOBAL ([\w.]+)", str(e))
     return f"it names {found.group(1)}" if found else str(e).strip().splitlines()[-1][:300]

@@ -102,7 +102,8 @@ def test_checkpoints_respect_the_umask(tmp_path, umask):
             pass
     finally:
         os.umask(old)
-    assert os.stat(tmp_path / "ckpt.pt").st_mode & 0o777 == 0o666 & ~umask == os.stat(tmp_path / "other").st_mode & 0o777
+    mode = os.stat(tmp_path / "ckpt.pt").st_mode & 0o777
+    assert mode == 0o666 & ~umask == os.stat(tmp_path / "other").st_mode & 0o777
 
 
 @pytest.fixture
