@@ -21,6 +21,7 @@ gradient is reduce-scattered with the rest after backward (tests/test_parallel.p
 against DDP through exactly this path).
 """
 
+import contextlib
 import copy
 import os
 import pickle
@@ -30,13 +31,15 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemWriter
+from torch.distributed.checkpoint.filesystem import FileSystem
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_state_dict)
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import CheckpointError, save_checkpoint
+from checkpoint import FULL, CheckpointError, disk_full, out_of_space, save_checkpoint, tensor_bytes
 from dcp_guard import load_guarded, read_metadata, refused
 from model import GPT
 
@@ -133,6 +136,32 @@ def full(x):
     return x.full_tensor() if isinstance(x, DTensor) else x
 
 
+class _FailedWrites(FileSystem):
+    """DCP's file system, remembering why a write failed: torch.save turns the OSError into an inline_container.cc
+    RuntimeError, and DCP pickles each rank's error to gather it, which drops the OSError behind it."""
+    errno = None
+
+    @contextlib.contextmanager
+    def create_stream(self, path, mode):
+        with super().create_stream(path, mode) as stream:
+            yield _RecordedWrites(stream, self)
+
+
+class _RecordedWrites:
+    def __init__(self, stream, fs):
+        self._stream, self._fs = stream, fs
+
+    def write(self, data):
+        try:
+            return self._stream.write(data)
+        except OSError as e:
+            self._fs.errno = e.errno
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def save_sharded(directory, model, optimizer, meta):
     """Every rank writes its shard; `meta` (step, data position, RNG, config) goes in rank 0's meta.pt."""
     model_sd, optim_sd = get_state_dict(model, optimizer)
@@ -140,9 +169,21 @@ def save_sharded(directory, model, optimizer, meta):
     if dist.get_rank() == 0 and os.path.exists(tmp):
         shutil.rmtree(tmp)
     dist.barrier()
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
+    writer = FileSystemWriter(tmp)
+    writer.fs = _FailedWrites()
+    try:
+        dcp.save({"model": model_sd, "optim": optim_sd}, storage_writer=writer)
+        if dist.get_rank() == 0:
+            torch.save(meta, os.path.join(tmp, "meta.pt"))
+    except BaseException as e:   # DCP raises a CheckpointException (a BaseException) on every rank, all done writing
+        err = disk_full(e) or (writer.fs.errno if writer.fs.errno in FULL else None)
+        if err is None:
+            raise
+        if dist.get_rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(out_of_space(tmp, err, tensor_bytes((model_sd, optim_sd)),
+                                           previous=find_sharded(directory) is not None)) from None
     if dist.get_rank() == 0:
-        torch.save(meta, os.path.join(tmp, "meta.pt"))
         old = directory + ".old"
         if os.path.exists(directory):
             if os.path.exists(old):          # left by a kill during its removal below; `directory` is the whole one
