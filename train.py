@@ -165,7 +165,8 @@ if teacher_ckpt:
 torch.manual_seed(seed)  # here, after the teacher is built, so the student's init doesn't depend on having one
 # FSDP: built on the meta device and sharded before any weight exists, then each rank's shards initialised to
 # the values GPT(model_cfg) would hold (parallel.build_sharded); before the optimizer, so it holds the shards
-raw_model = build_sharded(model_cfg, device) if fsdp else GPT(model_cfg).to(device)
+compute_dtype = None if dtype == "float32" else getattr(torch, dtype)
+raw_model = build_sharded(model_cfg, device, compute_dtype) if fsdp else GPT(model_cfg).to(device)
 raw_model.activation_checkpointing = activation_checkpointing
 if fsdp and teacher is not None and fsdp_teacher:
     apply_fsdp(teacher)
@@ -201,7 +202,6 @@ if ddp and not fsdp:
 top_k_count = (round(top_k * n_vocab) if top_k < 1 else int(top_k)) if top_k > 0 else None  # round(p·V), as the paper
 loss_options = dict(temperature=temperature, vocab_size=n_vocab, kl=kd_loss, top_k=top_k_count,
                     top_k_variant=top_k_variant, label_smoothing=label_smoothing, jsd_beta=jsd_beta)
-compute_dtype = None if dtype == "float32" else getattr(torch, dtype)
 
 
 def alpha_at(it):
