@@ -260,7 +260,7 @@ def main(argv=None):
         print(stream.flush(), flush=True)
         dt = time.perf_counter() - t0
         print(f"[sample {i + 1}/{args.num_samples}: {n} tokens in {dt:.2f} s, {n / dt:.1f} tokens/s "
-              f"(prefill of {len(prompt)} included), stopped at {why}]", file=sys.stderr, flush=True)
+              f"(prompt read included), stopped at {why}]", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
