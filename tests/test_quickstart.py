@@ -1,5 +1,5 @@
-"""quickstart.py and quickstart_spread.py: a fair comparison (the baseline is the KD student with α=0 and nothing
-else changed; seed pairs move teacher and students together), the spread as max − min of per-seed gains, and a
+"""quickstart.py and quickstart_spread.py: a fair comparison (the baseline is the KD student at α=0, so without
+a teacher to load, and nothing else changed; seed pairs move teacher and students together), the spread as max − min of per-seed gains, and a
 spread file printed only when it was measured at today's settings."""
 import json
 import os
@@ -16,8 +16,9 @@ def test_the_baseline_differs_from_the_kd_student_only_in_alpha():
     for k, root in ((0, None), (2, "out/x")):
         (t, t_cfg, t_args), (kd, kd_cfg, kd_args), (b, b_cfg, b_args) = quickstart.runs(k, root)
         assert (t, kd, b) == ("teacher", "student + KD", "student, no KD") and kd_cfg == b_cfg
-        differ = set(kd_args) ^ set(b_args)
-        assert {a.split("=")[0] for a in differ} <= {"--alpha", "--out_dir"} and "--alpha=0.0" in b_args
+        differ = set(kd_args) ^ set(b_args)   # α, and so no teacher to load; where the run goes
+        assert {a.split("=")[0] for a in differ} <= {"--alpha", "--teacher_ckpt", "--out_dir"}
+        assert "--alpha=0.0" in b_args and "--teacher_ckpt=" in b_args
         student = quickstart.read_config_file(os.path.join(ROOT, kd_cfg))
         assert student["alpha"] > 0
         if k:   # the teacher is reseeded with the students, and the students read that teacher
