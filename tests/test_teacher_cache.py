@@ -276,3 +276,35 @@ def test_student_from_a_full_cache_trains_as_the_online_student(small_run):
     r = subprocess.run([sys.executable, "train.py", *common, f"--teacher_cache={out}", "--temperature=2.0",
                         f"--out_dir={tmp / 'bad'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "temperature: cache 1.0, run 2.0" in r.stderr
+
+
+# ---- sweep.py: one cache per teacher, every student of it reads the cache ---------------------------------
+
+def test_sweep_grid_trains_each_teachers_students_from_one_cache(tmp_path, capsys):
+    import sweep
+    grid = tmp_path / "g.py"
+    grid.write_text("""
+common = dict(device="cpu", block_size=64, learning_rate=1e-3, data_dir="d")
+teachers = {"a": dict(config="configs/tiny_teacher.py")}
+students = {"s": dict(config="configs/tiny_student.py")}
+alphas = [0.2, 0.5]
+seeds = [43, 44]
+caches = {"top4": dict(method="top-k", k=4, train=dict(top_k=4)), "smp8": dict(method="sampled", k=8)}
+evals = {"loss": "--tasks loss"}
+""")
+    runs = sweep.expand(sweep.load_grid(str(grid)))
+    caches = [r for r in runs if r["kind"] == "cache"]
+    assert [r["name"] for r in caches] == ["cache_a_top4", "cache_a_smp8"] and all(r["deps"] == ["teacher_a"] for r in caches)
+    args = sweep.train_args(caches[0])
+    assert args[0] == "teacher_cache.py" and "--k=4" in args and "--block_size=64" in args and "--data_dir=d" in args
+    assert "--learning_rate=0.001" not in args and "--teacher_ckpt=out/g/teacher_a/ckpt.pt" in args
+    r = next(r for r in runs if r["name"] == "s_a_a0.5_top4_s44")
+    assert r["deps"] == ["cache_a_top4"] and r["overrides"]["teacher_cache"] == caches[0]["out_dir"]
+    assert r["overrides"]["teacher_ckpt"] == "" and r["overrides"]["top_k"] == 4
+    assert "top_k" not in next(r for r in runs if r["name"] == "s_a_a0.5_smp8_s44")["overrides"]
+    assert "s_a_a0.5_s44" in [r["name"] for r in runs]            # the online-KD students stay
+    assert len(runs) == 1 + 2 + 2 * (1 + 2 * 3)
+    assert sweep.run_evals(caches[0], {"loss": ""}) == {} and sweep.done_file(caches[0]).endswith("summary.json")
+    sweep.main([str(grid), "--dry"])
+    plan = capsys.readouterr().out
+    assert "teacher a runs once here; 4 student(s) train from this cache" in plan and "2 teacher caches" in plan
