@@ -308,3 +308,48 @@ evals = {"loss": "--tasks loss"}
     sweep.main([str(grid), "--dry"])
     plan = capsys.readouterr().out
     assert "teacher a runs once here; 4 student(s) train from this cache" in plan and "2 teacher caches" in plan
+
+
+@pytest.mark.slow
+def test_cache_under_torchrun_ddp_and_resume(small_run):
+    """torchrun: 2 ranks write the same sampled cache, byte for byte, as one process. Training from it, 2 ranks ×
+    batch 4 follow the 1-process batch-8 curve (the same windows, so the same cached rows; only the gradient's
+    summation order differs: the rounding bound is test_train's LOSS_RTOL 1e-5), and a run SIGKILLed after step 4
+    and resumed from its step-3 checkpoint reproduces the straight run exactly (same machine, same threads)."""
+    tmp = small_run["tmp"]
+    one, two = str(tmp / "one"), str(tmp / "two")
+    build(small_run, one, "--method=sampled", "--k=8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "teacher_cache.py", f"--teacher_ckpt={small_run['ckpt']}", f"--data_dir={small_run['data']}",
+                        f"--out={two}", f"--block_size={BLOCK}", "--device=cpu", "--units_per_shard=10", "--batch_size=4",
+                        "--method=sampled", "--k=8"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for j in range(4):
+        with open(os.path.join(one, SHARD_NAME.format(j)), "rb") as a, open(os.path.join(two, SHARD_NAME.format(j)), "rb") as b:
+            assert a.read() == b.read(), j
+
+    common = [f"--data_dir={small_run['data']}", f"--block_size={BLOCK}", f"--batch_tokens={8 * BLOCK}", "--model=tiny-64",
+              "--max_iters=6", "--eval_interval=3", "--eval_iters=1", "--device=cpu", "--optim=sgd", "--learning_rate=0.05",
+              "--warmup_frac=0.0", "--alpha=0.5", "--log_interval=1", f"--teacher_cache={one}"]
+    run_train(*common, "--batch_size=8", f"--out_dir={tmp / 'single'}")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+                        *common, "--batch_size=4", f"--out_dir={tmp / 'ddp'}"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    single, ddp = losses(tmp / "single"), losses(tmp / "ddp")
+    assert len(single) == len(ddp) == 6
+    assert all(abs(a - b) <= 1e-5 * abs(a) + 1e-7 for a, b in zip(single, ddp)), (single, ddp)
+
+    killed = tmp / "killed"
+    r = subprocess.run([sys.executable, "train.py", *common, "--batch_size=8", f"--out_dir={killed}"], cwd=REPO,
+                       env={**env, "NANOKD_TEST_SIGNAL": "SIGKILL@4"}, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    r = run_train(*common, "--batch_size=8", f"--out_dir={killed}", "--resume=True")
+    assert "resumed" in r.stdout
+    curve = {}
+    with open(killed / "log.jsonl") as f:
+        for rec in map(json.loads, f):
+            if "loss" in rec:
+                curve[rec["step"]] = rec["loss"]   # the resumed run's records of steps 4.. replace the killed run's
+    assert [curve[s] for s in sorted(curve)] == single
