@@ -1,6 +1,7 @@
 """
 Checkpoints: one file per run, written so that a crash at any moment leaves the
-previous one whole (write a temp file, fsync, rename over the old one).
+previous one whole (write a temp file, fsync, rename over the old one), with the file
+mode the umask gives; a full disk is a one-line error saying how much was needed and free.
 
 A checkpoint is a dict of tensors and plain Python values only, so it loads with
 torch.load(weights_only=True): a checkpoint is a shared artifact (a lab hands its teacher to
@@ -19,10 +20,11 @@ A checkpoint from before v2 is rewritten once with
 which admits only what v1 files held (numpy's RNG state as numpy objects), so it too runs no code.
 """
 
-import json
+import errno
 import os
 import pickle
 import re
+import shutil
 import sys
 import tempfile
 
@@ -45,15 +47,56 @@ def save_checkpoint(path, ckpt):
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes it 0600; a checkpoint is shared like any file the run writes
         with os.fdopen(fd, "wb") as f:
             torch.save(ckpt, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half of one
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise
+        err = _disk_full(e)
+        if err is None:
+            raise
+        free = shutil.disk_usage(directory).free
+        raise CheckpointError(f"could not write {path}: {os.strerror(err)} ({errno.errorcode[err]}); it needs about "
+                              f"{_tensor_bytes(ckpt) / 1e6:,.1f} MB and {free / 1e6:,.1f} MB are free in {directory}; "
+                              f"{'the previous checkpoint there is' if os.path.exists(path) else 'nothing was'} "
+                              "left unchanged") from None
+
+
+def _umask():
+    mask = os.umask(0)   # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def _disk_full(exc):
+    """ENOSPC, EDQUOT or EFBIG behind a failed write, or None. torch.save reports a failed write of its zip
+    writer as a RuntimeError from inline_container.cc, with the OSError only as the exception's context."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return exc.errno
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _tensor_bytes(obj, seen=None):
+    """The bytes of every distinct tensor storage in a checkpoint: what its file will be, give or take its pickle."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, torch.Tensor):
+        storage = obj.untyped_storage()
+        key = (obj.device, storage.data_ptr(), storage.nbytes())
+        if key in seen:
+            return 0
+        seen.add(key)
+        return storage.nbytes()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v, seen) for v in obj)
+    return 0
 
 
 def convert_hint(path):
@@ -65,7 +108,10 @@ def load_checkpoint(path, map_location="cpu", mmap=False):
     """Tensors and plain Python values only (weights_only): nothing in the file can run code here.
     mmap: map the tensors instead of reading them (a teacher cast to bf16 then never holds an fp32 copy in RAM)."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
+        from data.hf_tokenizer import local_folder_hint
+        raise CheckpointError(f"checkpoint not found: {path}" + (
+            " (a folder, but not a Hugging Face model folder: it has no config.json)" if os.path.isdir(path)
+            else local_folder_hint(path)))
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
@@ -186,19 +232,16 @@ def load_teacher(path, *, tokenizer, n_vocab, block_size, preset="", device="cpu
     `preset` when one is named. meta=True builds only its shape, on the meta device (dry runs).
     Frozen, so no fp32 master weights: with dtype=bf16 it is built straight in bf16 from the mapped file.
     `path` may also be a Hugging Face folder (config.json, safetensors, tokenizer.json): imported directly."""
-    from hf_checkpoint import is_hf_folder, model_from_hf
-    if is_hf_folder(path) and meta:   # a dry run: the shape from config.json, nothing loaded
-        from hf_checkpoint import gpt_config_from_hf
-        with open(os.path.join(path, "config.json")) as f:
-            cfg = gpt_config_from_hf(json.load(f), where=os.path.join(path, "config.json"))
-        with torch.device("meta"):
-            return GPT(cfg).eval().requires_grad_(False)
+    from hf_checkpoint import is_hf_folder, model_from_hf, read_hf_folder
     if is_hf_folder(path):
         from data.tokenizer import padded_vocab_size
         try:
+            if meta:   # a dry run: the shape from config.json (checked against the weights' headers), nothing loaded
+                with torch.device("meta"):
+                    return GPT(read_hf_folder(path)[1]).eval().requires_grad_(False)
             hf_model, ck = model_from_hf(path, dtype=torch.float32 if dtype is None else dtype, device=device,
                                          vocab_rows=padded_vocab_size(n_vocab))
-        except (ValueError, OSError) as e:   # UnsupportedHFModel names the config field
+        except (ValueError, OSError) as e:   # UnsupportedHFModel / BadHFFolder name the file and field
             raise CheckpointError(str(e)) from e
         if ck["tokenizer"] is None:
             raise CheckpointError(f"teacher folder {path} has no tokenizer.json: the student's data must be tokenized "
@@ -213,7 +256,9 @@ def load_teacher(path, *, tokenizer, n_vocab, block_size, preset="", device="cpu
         raise CheckpointError(f"teacher {path} has a context of {cfg['block_size']} tokens, shorter than the "
                               f"student's block_size={block_size}: it cannot score the student's sequences (lower block_size)")
     if preset and config_from_preset(preset, cfg["vocab_size"], cfg["block_size"]) != GPTConfig(**cfg):
-        raise CheckpointError(f"teacher checkpoint {path} does not hold a {preset!r} model: {cfg}")
+        raise CheckpointError(f"teacher checkpoint {path} does not hold a {preset!r} model: {cfg}; teacher_model="
+                              f"{preset!r} (set by the config?) names the preset it must be: pass --teacher_model= "
+                              f"to drop that check, e.g. for a Hugging Face teacher")
     if hf_model is not None:
         return hf_model
     if meta:

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from distill_loss import BUCKET_EPS, check_kd_args, check_loss_options, resolve_top_k
-from fused_kd import _accumulate_fp32, _to_fp32_logits, check_and_flatten, fused_linear_kd_ce   # (GEMMs and checks written once)
+from fused_kd import (GEMM_ROWS_CUDA, _accumulate_fp32, _to_fp32_logits, check_and_flatten,   # (GEMMs, checks and
+                      fused_linear_kd_ce, row_buffer)                                    # chunk sizes written once)
 
 # ----------------------------------------------------------------------------------------------------
 # Divergences: (s, t) -> per-row values. s, t: [C, V] logits of student and teacher (real vocabulary
@@ -115,11 +116,23 @@ def pick_divergence(kl, temperature, top_k, top_k_variant, jsd_beta):
 
 
 def default_chunk_size(N, V, device):
-    """Autograd keeps ~6-10 [C, V] fp32 tensors per chunk (logits, log-softmaxes, their products). On CPU 256
-    rows keep that ~1/10 of the naive loss at V=50304 while the matmuls still reuse each weight row well; on
-    CUDA, one [C, V] buffer up to 128 MiB (V=50304 -> 512, V=128256 -> 256 rows): ~1 GiB in all."""
+    """Rows per autograd chunk. Autograd keeps ~6-10 [C, V] fp32 tensors per chunk (logits, log-softmaxes, their
+    products), so this bounds memory: on CPU 256 rows keep that ~1/10 of the naive loss at V=50304; on CUDA, one
+    [C, V] buffer up to 128 MiB (V=50304 -> 512, V=128256 -> 256 rows): ~1 GiB in all. The gradient GEMMs do not
+    run per chunk: see gemm_rows."""
     C = 256 if device.type != "cuda" else 2 ** int(math.log2(max(1, (128 << 20) // (4 * V))))
     return max(1, min(max(C, 64), N))
+
+
+def gemm_rows(chunk, device):
+    """Rows per gradient GEMM: on CUDA, dS of several autograd chunks is collected (bf16, [G, V]) and dX, dW
+    computed once per GEMM_ROWS_CUDA rows, the size at which the dW update stops being memory-bound (the
+    arithmetic is in fused_kd.py, beside GEMM_ROWS_CUDA); 256-row GEMMs at V=128,256 would re-read and re-write
+    the fp32 dW accumulator for ~1/5 of the work that hides it. On CPU (a ridge point of ~10-30 FLOP/B) each
+    chunk's own GEMMs are already compute-bound."""
+    if device.type != "cuda":
+        return chunk
+    return chunk * max(1, GEMM_ROWS_CUDA // chunk)
 
 
 def _chunked_forward(x_s, w_s, labels, x_t, w_t, divergence, alpha, ignore_index, V, chunk_size,
@@ -150,19 +163,30 @@ def _chunked_forward(x_s, w_s, labels, x_t, w_t, divergence, alpha, ignore_index
     y_safe = torch.where(valid, y, 0)
     ce_w, kd_w = (1.0 - alpha, alpha) if has_teacher else (1.0, 0.0)
 
-    def logits(x, w):   # [c, V] in logit_dtype, accumulated in fp32 even from bf16 inputs
-        out = torch.empty(x.shape[0], V, device=dev, dtype=logit_dtype)
+    def logits(x, w):   # [c, V] in logit_dtype, accumulated in fp32 even from bf16 inputs (rows 16-aligned)
+        out = row_buffer(x.shape[0], V, logit_dtype, dev)
         if logit_dtype == torch.float64:
             return torch.mm(x, w.t(), out=out)
         _to_fp32_logits(x, w, out)
         return out
 
     C = chunk_size or default_chunk_size(N, V, dev)
+    G = min(gemm_rows(C, dev), -(-N // C) * C)   # rows per gradient GEMM: a whole number of chunks
     ce_sum = torch.zeros((), device=dev, dtype=logit_dtype)
     kd_sum = torch.zeros((), device=dev, dtype=logit_dtype)
     grad_x = torch.empty(N, H, device=dev, dtype=mm_dtype) if need_gx else None
     # fp32 (at least) sum over chunks; padding rows of W_s get no logits and keep a zero gradient
     grad_w = torch.zeros(w_s.shape[0], H, device=dev, dtype=logit_dtype) if need_gw else None
+    dS_rows = row_buffer(G, V, mm_dtype, dev) if (need_gx or need_gw) and G > C else None
+
+    def gradient_gemms(dS, g0, g1):   # dS [g1 − g0, V] of rows g0:g1
+        if need_gx:
+            torch.mm(dS, ws, out=grad_x[g0:g1])
+        if need_gw:
+            if mm_dtype == logit_dtype:
+                grad_w[:V].addmm_(dS.t(), xs[g0:g1])
+            else:
+                _accumulate_fp32(grad_w[:V], dS.t(), xs[g0:g1])
 
     for i0 in range(0, N, C):
         i1 = min(i0 + C, N)
@@ -183,14 +207,15 @@ def _chunked_forward(x_s, w_s, labels, x_t, w_t, divergence, alpha, ignore_index
             continue
         (dS,) = torch.autograd.grad(chunk_loss, s)
         del s, t, ce_rows, chunk_loss   # free this chunk's graph before the matmuls allocate
-        dS = dS.to(mm_dtype)            # (bf16 on CUDA: rounded only after the subtraction p − q, as in fused_kd)
-        if need_gx:
-            torch.mm(dS, ws, out=grad_x[i0:i1])
-        if need_gw:
-            if mm_dtype == logit_dtype:
-                grad_w[:V].addmm_(dS.t(), xs[i0:i1])
-            else:
-                _accumulate_fp32(grad_w[:V], dS.t(), xs[i0:i1])
+        # (bf16 on CUDA: rounded only after the subtraction p − q, as in fused_kd)
+        if dS_rows is None:
+            gradient_gemms(dS.to(mm_dtype), i0, i1)
+            continue
+        g0 = i0 - i0 % G   # the first row of this GEMM group
+        dS_rows[i0 - g0:i1 - g0].copy_(dS)
+        del dS
+        if i1 - g0 == G or i1 == N:
+            gradient_gemms(dS_rows[:i1 - g0], g0, i1)
 
     ce, kd = ce_sum / n_valid, kd_sum / n_valid
     loss = ce_w * ce + kd_w * kd

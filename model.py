@@ -233,16 +233,23 @@ class GPT(nn.Module):
         self.activation_checkpointing = False  # train.py may switch it on
         self.reset_parameters()
 
+    def init_std(self, name):
+        """GPT-2's init: N(0, 0.02), residual outputs scaled down by depth so the stream's variance stays put;
+        None for a norm's weight (ones). parallel.py replays this, parameter by parameter, for sharded models."""
+        if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+            return None
+        if name.endswith("o_proj.weight") or name.endswith("down_proj.weight"):
+            return 0.02 / math.sqrt(2 * self.config.n_layer)
+        return 0.02
+
     @torch.no_grad()
     def reset_parameters(self):
-        # GPT-2's init: N(0, 0.02), residual outputs scaled down by depth so the stream's variance stays put
         for name, p in self.named_parameters():
-            if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+            std = self.init_std(name)
+            if std is None:
                 p.fill_(1.0)
-            elif name.endswith("o_proj.weight") or name.endswith("down_proj.weight"):
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * self.config.n_layer))
             else:
-                nn.init.normal_(p, std=0.02)
+                nn.init.normal_(p, std=std)
 
     def forward(self, idx, segment_ids=None, positions=None, block_mask=None, cache=None):
         """idx [B, T] token ids -> final normed hidden states [B, T, n_embd]. A packed row also gives
@@ -283,19 +290,27 @@ class GPT(nn.Module):
                 n -= self.lm_head.weight.numel()
         return n
 
-    def flops_per_token(self, seq_len, backward=True):
-        """Matmul FLOPs per token: 2 per weight (forward) plus attention scores, ×3 with backward (PaLM appendix B)."""
+    def flops_per_token(self, seq_len, backward=True, attention_share=1.0):
+        """Matmul FLOPs per token as PaLM counts them (Chowdhery et al. 2022, appendix B): 2 per matrix weight
+        (lm_head included, the embedding lookup and the norms' scales not), plus
+        attention's QK^T and AV over the whole seq_len × seq_len square, causal half included: 2·2·n_head·head_dim
+        ·seq_len per layer forward (PaLM's 12·L·H·Q·T with backward); ×3 with backward. attention_share scales the
+        attention term: packed rows (data/packing.packed_attention_share) attend over their documents only."""
         c = self.config
-        weights = self.num_params() - self.embed_tokens.weight.numel() * (0 if c.tie_embeddings else 1)
-        attention = 2 * c.n_layer * c.n_head * c.head_dim * seq_len  # QK^T and AV, causal half counted in full as PaLM does
+        weights = sum(p.numel() for p in self.parameters() if p.dim() >= 2)   # a tied matrix once: as lm_head
+        weights -= 0 if c.tie_embeddings else self.embed_tokens.weight.numel()
+        attention = 4 * c.n_layer * c.n_head * c.head_dim * seq_len * attention_share
         fwd = 2 * weights + attention
         return 3 * fwd if backward else fwd
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        # decay matrices (linear and embedding weights), not norms; a tied weight appears once
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, decay_params="matrices"):
+        """AdamW. decay_params="matrices" decays linear and embedding weights, not norms (nanoGPT, most LLM
+        recipes); "all" decays every parameter, as the authors' MaxText/optimizers.py (optax.adamw, no mask).
+        Two groups either way (the second may be empty), so checkpoints of both kinds have the same layout."""
+        assert decay_params in ("matrices", "all"), f"decay_params must be 'matrices' or 'all', got {decay_params!r}"
+        params = [p for p in self.parameters() if p.requires_grad]   # a tied weight appears once
+        decay = [p for p in params if p.dim() >= 2 or decay_params == "all"]
+        no_decay = [p for p in params if p.dim() < 2 and decay_params != "all"]
         groups = [{"params": decay, "weight_decay": weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         fused = device_type == "cuda"
@@ -313,8 +328,8 @@ def count_params_formula(cfg: GPTConfig):
 
 
 # ---- named sizes ----------------------------------------------------------------------------
-# Shapes only; vocab and block_size come from the tokenizer and the run. Counts below are for
-# the vocabulary each family is meant for (python model.py prints them).
+# Shapes only; vocab and block_size come from the run (model.py knows token ids, not tokenizers). Counts for
+# the vocabulary each family is meant for: python plan.py.
 
 QWEN3_ROWS = 151936   # the embedding rows of the authors' Qwen3 ymls (vocab_size), whatever tokenizer feeds them
 _QWEN3 = dict(qk_norm=True, tie_embeddings=True, rope_theta=1e6, norm_eps=1e-6)
@@ -341,9 +356,8 @@ PRESETS = {
     "llama3.1-3b":  dict(n_layer=28, n_embd=3072, n_head=32, n_kv_head=8, head_dim=128, mlp_hidden=8192),
     "llama3.1-8b":  dict(n_layer=32, n_embd=4096, n_head=32, n_kv_head=8, head_dim=128, mlp_hidden=14336),
     # The paper's Qwen3-style ablation, as its runs used them: MaxText/configs/models/qwen3-{015b,03b,06b,1b}.yml
-    # at commit 74b2651 (the version with the Qwen3 vocabulary, 151,936, which their ablation's evaluation
-    # tokenizer, Qwen3-0.6B's, implies; at that vocabulary these are the paper's 0.14B / 0.28B / 0.6B / 1.0B).
-    # QK-norm, tied, θ 1e6, eps 1e-6.
+    # at commit 74b2651, vocab_size 151,936 (QWEN3_ROWS) although their data are Llama-3 ids: at those rows these
+    # are the paper's 0.14B / 0.28B / 0.6B / 1.0B (configs/paper/*qwen3* set vocab_rows). QK-norm, tied, θ 1e6, eps 1e-6.
     "qwen3-015b": dict(n_layer=20, n_embd=512, n_head=8, n_kv_head=4, head_dim=64, mlp_hidden=1536, **_QWEN3),
     "qwen3-03b":  dict(n_layer=24, n_embd=768, n_head=12, n_kv_head=4, head_dim=64, mlp_hidden=2304, **_QWEN3),
     "qwen3-06b":  dict(n_layer=28, n_embd=1024, n_head=16, n_kv_head=8, head_dim=128, mlp_hidden=3072, **_QWEN3),

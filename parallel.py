@@ -13,12 +13,15 @@ gathered into the usual single-file checkpoint:
 
     python parallel.py gather out/run/ckpt_sharded out/run/ckpt.pt
 
+Resume and gather read a sharded checkpoint only through dcp_guard.py: nothing in the folder can run code.
+
 A note on the fused loss: it reads `model.lm_head.weight` after the forward. FSDP2 does not
 reshard the root unit after its forward, so that attribute is then the gathered weight, and its
 gradient is reduce-scattered with the rest after backward (tests/test_parallel.py checks FSDP
 against DDP through exactly this path).
 """
 
+import copy
 import os
 import pickle
 import shutil
@@ -29,12 +32,13 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_state_dict)
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from checkpoint import CheckpointError, save_checkpoint
 from dcp_guard import load_guarded, read_metadata, refused
+from model import GPT
 
 
 def exit_cleanly(code=0):
@@ -55,16 +59,51 @@ def exit_cleanly(code=0):
 
 
 def wrap_ddp(model, device):
-    """device: this process's own, as init_processes made it ("cuda:<local rank>" or "cpu")."""
-    return DDP(model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
+    """device: this process's own, as init_processes made it ("cuda:<local rank>" or "cpu").
+    gradient_as_bucket_view: the .grad tensors are views into DDP's all-reduce buckets, so the gradients are
+    held once, not twice (without it: a second fp32 copy of every gradient, +4 bytes per parameter)."""
+    return DDP(model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
+               gradient_as_bucket_view=True)
 
 
-def apply_fsdp(model, param_dtype=None):
-    """Shard a GPT in place: each block is a unit (gathered just for its forward/backward), the root holds the rest."""
-    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if param_dtype else MixedPrecisionPolicy()
+def apply_fsdp(model):
+    """Shard a GPT in place: each block is a unit (gathered just for its forward/backward), the root holds the rest.
+
+    Parameters are gathered in their own dtype (no MixedPrecisionPolicy cast): the same autocast as DDP then
+    casts each matmul's weight, so FSDP and DDP compute the same function. A bf16 param_dtype would also make the
+    embedding's output, the residual stream, the norms' weights and RoPE bf16 under FSDP, fp32 under DDP, and
+    FSDP and DDP runs of one sweep would not be comparable. The price is an fp32 all-gather (twice the bytes of
+    a bf16 one) and an fp32 gathered block; a frozen bf16 teacher is gathered in bf16 either way."""
     for block in model.layers:
-        fully_shard(block, mp_policy=mp)
-    fully_shard(model, mp_policy=mp)
+        fully_shard(block)
+    fully_shard(model)
+    return model
+
+
+@torch.no_grad()
+def build_sharded(cfg, device):
+    """A GPT built on the meta device, sharded (apply_fsdp), then each rank's shards materialised on `device` and
+    initialised to exactly the values `GPT(cfg)` gives after the same torch.manual_seed, leaving the global
+    generator where GPT(cfg) leaves it. Peak host memory is one parameter, not the whole fp32 model on every
+    rank (32 GB at 8B).
+
+    GPT(cfg) on a real device draws from the global CPU generator twice: each nn.Linear / nn.Embedding draws
+    its own init as it is constructed (then overwritten), and GPT.reset_parameters draws again for every
+    parameter. On the meta device neither draws, so both are replayed here, in the same order and shapes, one
+    tensor at a time: a throwaway copy of each module that has its own reset_parameters, then each parameter
+    drawn whole (so the generator advances as it would) with only this rank's rows kept."""
+    with torch.device("meta"):
+        model = GPT(cfg)
+    for m in model.modules():   # registration order is construction order in model.py
+        if m is not model and hasattr(m, "reset_parameters"):
+            copy.deepcopy(m).to_empty(device="cpu").reset_parameters()
+    apply_fsdp(model)
+    model.to_empty(device=device)
+    for name, p in model.named_parameters():   # reset_parameters's order
+        std = model.init_std(name)
+        whole = torch.ones(p.shape) if std is None else torch.nn.init.normal_(torch.empty(p.shape), std=std)
+        # every rank drew the same whole tensor, so each keeps its own rows with no communication
+        p.to_local().copy_(distribute_tensor(whole, p.device_mesh, p.placements, src_data_rank=None).to_local())
     return model
 
 
@@ -106,6 +145,8 @@ def save_sharded(directory, model, optimizer, meta):
         torch.save(meta, os.path.join(tmp, "meta.pt"))
         old = directory + ".old"
         if os.path.exists(directory):
+            if os.path.exists(old):          # left by a kill during its removal below; `directory` is the whole one
+                shutil.rmtree(old)
             os.replace(directory, old)       # a crash from here on leaves .old, which load_sharded falls back to
         os.replace(tmp, directory)
         shutil.rmtree(old, ignore_errors=True)

@@ -57,7 +57,8 @@ def print_plan(student, teacher, config, world_size, n_vocab):
     print(f"plan for {world_size} processes (set WORLD_SIZE to plan for another count)")
     print(f"  student  {c['model']:12s} {s_params:>15,} params (formula {count_params_formula(student.config):,}), "
           f"{student.num_params(non_embedding=True):,} non-embedding")
-    flops = tokens_per_step * student.flops_per_token(c["block_size"])
+    share, packing_note = attention_under_packing(c)
+    flops = tokens_per_step * student.flops_per_token(c["block_size"], attention_share=share)
     shards = world_size if c["parallel"] == "fsdp" else 1
     t_shards = shards if c["fsdp_teacher"] else 1
     activations = activation_bytes(student.config, per_micro, c["activation_checkpointing"])
@@ -66,12 +67,15 @@ def print_plan(student, teacher, config, world_size, n_vocab):
         t_params = teacher.num_params()
         print(f"  teacher  {c['teacher_model'] or '(ckpt)':12s} {t_params:>15,} params (formula {count_params_formula(teacher.config):,}), "
               f"α={c['alpha']}, T={c['temperature']}")
-        flops += tokens_per_step * teacher.flops_per_token(c["block_size"], backward=False)
+        flops += tokens_per_step * teacher.flops_per_token(c["block_size"], backward=False, attention_share=share)
         memory += 2 * t_params / t_shards + 2 * per_micro * teacher.config.n_embd
     # the loss: one chunk of fp32 logits for each model in the fused path, full logits in the reference
     loss_rows = per_micro if c["loss_impl"] == "reference" else min(per_micro, 4096)
     memory += loss_rows * n_vocab * 4 * (2 if teacher is not None else 1) * (3 if c["loss_impl"] == "reference" else 1)
-    print(f"  vocabulary {n_vocab:,} ({c['tokenizer']}), context {c['block_size']}")
+    print(f"  vocabulary {n_vocab:,} ({c['tokenizer']}), {student.config.vocab_size:,} embedding rows, softmax over "
+          f"{'all rows' if c['loss_all_rows'] else 'the tokenizer ids'}, context {c['block_size']}")
+    print(f"  {packing_note}")
+    print(f"  weight decay {c['weight_decay']} on {'every parameter' if c['weight_decay_params'] == 'all' else 'matrices'}")
     print(f"  tokens/step {tokens_per_step:,} = {world_size} × {c['batch_size']} × {c['block_size']} × "
           f"{accum if accum else '?'} accumulation" + ("" if accum else "  <-- not divisible: train.py will refuse"))
     print(f"  steps {steps:,} ({steps * tokens_per_step / 1e9:.2f}B tokens), warmup {int(c['warmup_frac'] * steps):,}")
@@ -81,6 +85,26 @@ def print_plan(student, teacher, config, world_size, n_vocab):
           + (f", teacher {2 * teacher.num_params() / t_shards / gb:.1f}" if teacher is not None else "") + ")")
     return {"student_params": s_params, "teacher_params": teacher.num_params() if teacher is not None else 0,
             "tokens_per_step": tokens_per_step, "steps": steps, "flops_per_step": flops, "memory_bytes": memory}
+
+
+def attention_under_packing(config):
+    """(share of plain-window attention FLOPs, a line for the plan). Packed rows attend within documents only;
+    the share comes from the data's document lengths (data_dir/doc_lengths.json, written by the prepare scripts)."""
+    if not config["packing"]:
+        return 1.0, "packing off: plain windows, attention across document boundaries"
+    import json
+    from data.packing import boundary_share, packed_attention_share
+    path = os.path.join(config["data_dir"], "doc_lengths.json")
+    if not os.path.exists(path):
+        return 1.0, (f"packing on: rows of whole documents; no {path} (python -m data.packing DIR writes it), so "
+                     "attention FLOPs are counted as for full rows (an upper bound)")
+    with open(path) as f:
+        hist = json.load(f)
+    T = config["block_size"]
+    share = packed_attention_share(hist, T)
+    return share, (f"packing on: rows of whole documents; attention FLOPs {share:.3f} of full rows' (from {path}: "
+                   f"{sum(hist['documents']):,} documents; {boundary_share(hist, T):.1%} of plain {T}-token windows "
+                   "would cross a document boundary)")
 
 
 def dry_run(config):
@@ -95,7 +119,8 @@ def dry_run(config):
         from data.tokenizer import get_tokenizer
         n_vocab = get_tokenizer(c["tokenizer"], c["tokenizer_path"] or c["teacher_ckpt"]).n_vocab
     with torch.device("meta"):
-        student = GPT(config_from_preset(c["model"], padded_vocab_size(n_vocab), c["block_size"], **c["model_args"]))
+        rows = c["vocab_rows"] or padded_vocab_size(n_vocab)
+        student = GPT(config_from_preset(c["model"], rows, c["block_size"], **c["model_args"]))
         teacher = None
         if c["teacher_ckpt"] and os.path.exists(c["teacher_ckpt"]):
             try:
@@ -104,7 +129,7 @@ def dry_run(config):
             except CheckpointError as e:
                 raise SystemExit(f"train.py: error: {e}")
         elif c["teacher_model"]:
-            teacher = GPT(config_from_preset(c["teacher_model"], padded_vocab_size(n_vocab), c["block_size"]))
+            teacher = GPT(config_from_preset(c["teacher_model"], rows, c["block_size"]))
     return print_plan(student, teacher, c, world_size=int(os.environ.get("WORLD_SIZE", 8)), n_vocab=n_vocab)
 
 

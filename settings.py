@@ -86,6 +86,7 @@ RULES = {
     # model
     "model": (one_of(*MODELS), f"a preset of model.py: {', '.join(MODELS)}"),
     "model_args": (anything, "a dict of GPTConfig fields"),   # checked below, by building the config
+    "vocab_rows": (at_least(0), "0 (the tokenizer's vocabulary, padded) or a count of embedding rows >= it"),
     # distillation
     "teacher_ckpt": (anything, "a checkpoint path, or \"\" for no teacher"),
     "teacher_model": (one_of("", *MODELS), "\"\" or a preset of model.py"),
@@ -108,6 +109,7 @@ RULES = {
     "beta2": (within(0, 1, hi_open=True), "a number in [0, 1)"),
     "grad_clip": (above(0), "a finite number > 0 (the largest gradient norm; 1e30 turns clipping off)"),
     "optim": (one_of("adamw", "sgd"), "adamw or sgd"),
+    "weight_decay_params": (one_of("matrices", "all"), "matrices or all (every parameter, as the authors' optax.adamw)"),
     # system
     "device": (known_device, "auto, cpu, cuda or cuda:N"),
     "dtype": (one_of("auto", "float32", "bfloat16"), "auto, float32 or bfloat16 (float16 would need a loss scaler)"),
@@ -150,8 +152,6 @@ def check_settings(config):
         if key in config and not test(config[key]):
             raise bad(key, config[key], allowed)
     c = config
-    if c["alpha_end"] >= 0 and not 0 <= c["alpha_end"] <= 1:
-        raise bad("alpha_end", c["alpha_end"], RULES["alpha_end"][1])
     check_model_args(c["model"], c["model_args"], c["block_size"])
     if c["max_iters"] == 0 and c["train_tokens"] < c["batch_tokens"]:
         raise bad("train_tokens", c["train_tokens"], f"at least one step of batch_tokens={c['batch_tokens']}")

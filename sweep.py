@@ -23,7 +23,8 @@ A grid is a Python file that sets some of these names (only `students` is requir
     name      = "laptop"             # runs go to <out_root>/<name>/<run>; default: the file's name
     out_root  = "out"
     common    = dict(device="cpu")   # train.py overrides for every run
-    teachers  = {"t96": dict(config="configs/tiny_teacher.py", train_tokens=1_000_000)}
+    teachers  = {"t96": dict(config="configs/tiny_teacher.py", train_tokens=1_000_000),
+                 "smol": dict(hf="models/SmolLM2-135M")}   # a Hugging Face folder: evaluated, not trained
     students  = {"s128": dict(config="configs/tiny_student.py")}
     pairs     = [("t96", "s128")]    # default: every teacher with every student
     alphas    = [0.1, 0.3, 1.0]      # or per teacher: {"t96": [0.1, 0.3], ...}
@@ -163,9 +164,27 @@ def expand(grid, out_root=None):
         return dict(name=name, kind=kind, config=config, overrides=overrides, out_dir=out_dir, slurm=slurm,
                     model=model, deps=[], **meta)
 
+    def hf_teacher(t, entry):
+        """A Hugging Face folder someone already has: never trained, only evaluated like any run (its JSON gives
+        the report's teacher row). Its splits are the students' data_dir."""
+        name, folder = f"teacher_{t}", entry["hf"]
+        if set(entry) - {"hf", "data_dir"}:
+            raise GridError(f"teacher {t}: a Hugging Face teacher (hf=FOLDER) is not trained here, so it takes only "
+                            f"hf and data_dir, not {', '.join(sorted(set(entry) - {'hf', 'data_dir'}))}")
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            raise GridError(f"teacher {t}: hf={folder!r} is not a local Hugging Face folder (no config.json); "
+                            f"download it first, e.g. hf download ORG/NAME --local-dir {folder}")
+        data_dir = entry.get("data_dir") or grid.get("common", {}).get("data_dir")
+        if not data_dir:
+            raise GridError(f"teacher {t}: hf= needs data_dir (in the entry or in common) to be evaluated on")
+        return dict(name=name, kind="teacher", hf=folder, data_dir=data_dir, config="", overrides={},
+                    out_dir=os.path.join(root, name), slurm={**SLURM_DEFAULTS, **grid.get("slurm", {})},
+                    model=f"hf:{folder}", deps=[], student="", teacher=t, alpha=None, variant="", seed=None)
+
     teachers = {}
     for t, entry in grid.get("teachers", {}).items():
-        teachers[t] = make(f"teacher_{t}", "teacher", entry, {}, student="", teacher=t, alpha=None, variant="")
+        teachers[t] = hf_teacher(t, entry) if "hf" in entry else make(
+            f"teacher_{t}", "teacher", entry, {}, student="", teacher=t, alpha=None, variant="")
     runs = list(teachers.values())
     # caches: each teacher's targets written once (teacher_cache.py), after it is trained, before its students
     caches = {}   # (teacher, cache name) -> (the cache run, the train.py options its students add)
@@ -176,8 +195,9 @@ def expand(grid, out_root=None):
             out_dir = os.path.join(root, f"cache_{t}_{c}")
             common = {k: v for k, v in grid.get("common", {}).items() if k in CACHE_COMMON}
             run = dict(name=f"cache_{t}_{c}", kind="cache", config="", out_dir=out_dir, deps=[teacher["name"]],
-                       overrides={**common, **c_entry, "teacher_ckpt": os.path.join(teacher["out_dir"], "ckpt.pt"),
-                                  "teacher_model": teacher["model"], "out": out_dir},
+                       overrides={**common, **c_entry, "out": out_dir,
+                                  "teacher_ckpt": teacher.get("hf") or os.path.join(teacher["out_dir"], "ckpt.pt"),
+                                  "teacher_model": "" if "hf" in teacher else teacher["model"]},
                        slurm={**SLURM_DEFAULTS, **grid.get("slurm", {})}, model=teacher["model"], student="",
                        teacher=t, alpha=None, variant=c, seed=None, readers=0)
             caches[(t, c)] = (run, train_opts)
@@ -213,8 +233,8 @@ def expand(grid, out_root=None):
                         name = f"{s}_{t}_a{alpha:g}{'_' + v if v else ''}_s{seed}"
                         r = make(name, "student", s_entry,
                                  {**v_over, "alpha": float(alpha), "seed": seed,
-                                  "teacher_ckpt": os.path.join(teacher["out_dir"], "ckpt.pt"),
-                                  "teacher_model": teacher["model"]}, **meta)
+                                  "teacher_ckpt": teacher.get("hf") or os.path.join(teacher["out_dir"], "ckpt.pt"),
+                                  "teacher_model": "" if "hf" in teacher else teacher["model"]}, **meta)
                         r["deps"] = [teacher["name"]]
                         runs.append(r)
                     for c, v, v_over in ((c, v, v_over) for c in grid.get("caches", {}) for v, v_over in variants.items()):
@@ -254,7 +274,8 @@ def done_file(run):
 
 
 def train_done(run):
-    return read_json(done_file(run)) is not None
+    """Trained: final.json (teacher_cache.py: summary.json) is there (a Hugging Face teacher is trained already)."""
+    return "hf" in run or read_json(done_file(run)) is not None
 
 
 def run_evals(run, evals):
@@ -272,6 +293,8 @@ def train_args(run):
 
 
 def eval_args(run, args, out):
+    if "hf" in run:   # a folder has no run config to take data_dir from
+        return ["eval.py", "--ckpt", run["hf"], "--data_dir", run["data_dir"]] + shlex.split(args) + ["--out", out]
     return ["eval.py", "--ckpt", os.path.join(run["out_dir"], "ckpt.pt")] + shlex.split(args) + ["--out", out]
 
 
@@ -410,13 +433,14 @@ def sbatch_script(run, evals, grid_name, log_dir):
     lines += [f"#SBATCH {x}" for x in s["extra"]]
     lines += ["", "set -euo pipefail", f"cd {shlex.quote(REPO)}"] + list(s["setup"])
     lines += ['head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-              f"export OMP_NUM_THREADS={max(1, s['cpus_per_task'] // s['gpus_per_node'])}", "",
-              "# train (a rerun resumes from the run's ckpt.pt)",
-              f"if [ ! -s {shlex.quote(done_file(run))} ]; then",
-              f"  srun torchrun --nnodes=$SLURM_NNODES --nproc_per_node={s['gpus_per_node']} --rdzv-backend=c10d "
-              f"--rdzv-endpoint=$head:{s['port']} --rdzv-id=$SLURM_JOB_ID \\",
-              "    " + shlex.join(train_args(run)),
-              "fi"]
+              f"export OMP_NUM_THREADS={max(1, s['cpus_per_task'] // s['gpus_per_node'])}", ""]
+    if "hf" not in run:   # a Hugging Face teacher is only evaluated
+        lines += ["# train (a rerun resumes from the run's ckpt.pt)",
+                  f"if [ ! -s {shlex.quote(done_file(run))} ]; then",
+                  f"  srun torchrun --nnodes=$SLURM_NNODES --nproc_per_node={s['gpus_per_node']} --rdzv-backend=c10d "
+                  f"--rdzv-endpoint=$head:{s['port']} --rdzv-id=$SLURM_JOB_ID \\",
+                  "    " + shlex.join(train_args(run)),
+                  "fi"]
     for key, args in run_evals(run, evals).items():
         final, tmp = eval_path(run, key), eval_path(run, key) + ".tmp"
         lines += [f"# eval {key}, on one node",
@@ -448,7 +472,7 @@ def write_slurm(runs, evals, grid_name, slurm_dir):
         with open(path, "w") as f:
             f.write(sbatch_script(r, evals, grid_name, log_dir))
         os.chmod(path, 0o755)
-        outputs = [done_file(r)] + [eval_path(r, k) for k in run_evals(r, evals)]
+        outputs = [done_file(r)] * ("hf" not in r) + [eval_path(r, k) for k in run_evals(r, evals)]
         name = shlex.quote(r["name"])   # (a safe name already: check_names; quoted all the same)
         submit += [f"if complete {' '.join(shlex.quote(o) for o in outputs)}; then",
                    f"  echo {shlex.quote('skip ' + r['name'] + ' (complete)')}",
@@ -497,7 +521,8 @@ def main(argv=None):
             if r["kind"] == "cache":
                 print(f"  teacher {r['teacher']} runs once here; {r['readers']} student(s) train from this cache "
                       "without loading it")
-            print("  " + shlex.join(["python"] + train_args(r)))
+            if "hf" not in r:
+                print("  " + shlex.join(["python"] + train_args(r)))
             for key, e in run_evals(r, evals).items():
                 print("  " + shlex.join(["python"] + eval_args(r, e, eval_path(r, key))))
         print(f"{len(runs)} runs ({sum(r['kind'] == 'teacher' for r in runs)} teachers"

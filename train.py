@@ -33,8 +33,8 @@ from data.tokenizer import padded_vocab_size
 from eval import evaluate_splits
 from kd_cache import CacheError, TeacherCache
 from model import GPT, config_from_preset
-from parallel import (apply_fsdp, exit_cleanly, find_sharded, full, full_model_state_dict, init_processes, load_sharded,
-                      save_sharded, set_grad_sync, wrap_ddp)
+from parallel import (apply_fsdp, build_sharded, exit_cleanly, find_sharded, full, full_model_state_dict, init_processes,
+                      load_sharded, save_sharded, set_grad_sync, wrap_ddp)
 import plan
 from runlog import RunLog, claim_out_dir
 from settings import check_data_files, check_resume, check_settings
@@ -67,8 +67,11 @@ max_iters = 0                      # > 0 overrides the token budget (quick runs)
 # model
 model = "tiny-128"                 # a preset in model.py
 model_args = {}                    # overrides of the preset's shape, e.g. {"n_layer": 6}
+vocab_rows = 0                     # embedding rows; 0 = the tokenizer's vocabulary padded to a multiple of 64 (or 8)
+loss_all_rows = False              # True: every embedding row enters CE's and KD's softmax, as MaxText's logits do
+                                   # (the authors' Qwen3 runs: 151,936 rows, 128,256 ids); False: the tokenizer's ids only
 # distillation
-teacher_ckpt = ""                  # path to a nanokd checkpoint; "" = no teacher
+teacher_ckpt = ""                  # a nanokd ckpt.pt or a local Hugging Face folder (README); "" = no teacher
 teacher_model = ""                 # the teacher's preset, checked against its checkpoint (and used by dry runs)
 teacher_cache = ""                 # a teacher_cache.py folder: KD from its sparse targets, no teacher model loaded
 alpha = 0.0                        # weight of KD: 0 = plain LM training, 1 = pure distillation
@@ -85,6 +88,7 @@ learning_rate = 3e-4
 min_lr_ratio = 0.1                 # cosine decays to this fraction of the peak
 warmup_frac = 0.05
 weight_decay = 0.1
+weight_decay_params = "matrices"   # "matrices" (not norms); "all": every parameter, as the authors' optax.adamw
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0
@@ -157,7 +161,10 @@ try:
     check_data_files(data_dir, tokenizer, n_vocab, top_k)   # the evaluation files too: now, not after training
 except (ValueError, OSError) as e:   # no files, another tokenizer's, a corrupt header, too few tokens
     fail(f"training data: {e}")
-model_cfg = config_from_preset(model, padded_vocab_size(n_vocab), block_size, **model_args)
+if vocab_rows and vocab_rows < n_vocab:
+    fail(f"vocab_rows={vocab_rows} is fewer than the {n_vocab} ids of tokenizer {tokenizer!r}: 0 (padded to the "
+         f"tokenizer) or at least {n_vocab}")
+model_cfg = config_from_preset(model, vocab_rows or padded_vocab_size(n_vocab), block_size, **model_args)
 teacher, kd_cache = None, None
 if teacher_cache:   # the teacher's targets from disk (kd_cache.py), checked against this run before any step
     try:
@@ -173,17 +180,20 @@ if teacher_ckpt:
                                dtype=torch.bfloat16 if dtype == "bfloat16" else None)
     except CheckpointError as e:
         fail(f"teacher: {e}")
+    if loss_all_rows and teacher.config.vocab_size != model_cfg.vocab_size:
+        fail(f"loss_all_rows=True needs teacher and student with the same embedding rows: teacher "
+             f"{teacher.config.vocab_size}, student {model_cfg.vocab_size} (set vocab_rows)")
 
 torch.manual_seed(seed)  # here, after the teacher is built, so the student's init doesn't depend on having one
-raw_model = GPT(model_cfg).to(device)
+# FSDP: built on the meta device and sharded before any weight exists, then each rank's shards initialised to
+# the values GPT(model_cfg) would hold (parallel.build_sharded); before the optimizer, so it holds the shards
+raw_model = build_sharded(model_cfg, device) if fsdp else GPT(model_cfg).to(device)
 raw_model.activation_checkpointing = activation_checkpointing
-half = getattr(torch, dtype) if dtype != "float32" else None
-if fsdp:
-    apply_fsdp(raw_model, param_dtype=half)  # before the optimizer, so it holds the shards
-    if teacher is not None and fsdp_teacher:
-        apply_fsdp(teacher, param_dtype=half)
+if fsdp and teacher is not None and fsdp_teacher:
+    apply_fsdp(teacher)
 optimizer = (torch.optim.SGD(raw_model.parameters(), lr=learning_rate) if optim == "sgd"
-             else raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type))
+             else raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type,
+                                             weight_decay_params))
 step, tokens_seen, resumed_from = 0, 0, None
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 sharded_dir = os.path.join(out_dir, "ckpt_sharded")  # FSDP's resumable checkpoint; ckpt.pt is then model-only
@@ -214,7 +224,8 @@ if ddp and not fsdp:
 # "fused": lm_head and loss together (fused_kd.py's kernel for the paper's loss and plain CE, chunked_loss.py
 # for every other ablation), never the micro-batch's [tokens, V] logits; "reference": distill_loss.py.
 top_k_count = resolve_top_k(top_k, n_vocab)   # round(p·V), as the paper; checked by check_data_files
-loss_options = dict(temperature=temperature, vocab_size=n_vocab, kl=kd_loss, top_k=top_k_count,
+loss_options = dict(temperature=temperature, vocab_size=model_cfg.vocab_size if loss_all_rows else n_vocab,
+                    kl=kd_loss, top_k=top_k_count,
                     top_k_variant=top_k_variant, label_smoothing=label_smoothing, jsd_beta=jsd_beta)
 compute_dtype = None if dtype == "float32" else getattr(torch, dtype)
 
@@ -252,13 +263,16 @@ def save(data_state, rng, tag=""):
             "n_vocab": n_vocab, "config": config,
             "step": step, "tokens_seen": tokens_seen, "data_state": data_state, "git_commit": run_log.commit,
             "rng": rng}
-    if fsdp:  # shards to resume from, and the gathered weights as the usual single file for eval/export/teachers
-        save_sharded(sharded_dir, raw_model, optimizer, meta)
-        whole = full_model_state_dict(raw_model)
-        if master:
-            save_checkpoint(ckpt_path, {**meta, "model": whole, "optimizer": None})
-    elif master:
-        save_checkpoint(ckpt_path, {**meta, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict()})
+    try:
+        if fsdp:  # shards to resume from, and the gathered weights as the usual single file for eval/export/teachers
+            save_sharded(sharded_dir, raw_model, optimizer, meta)
+            whole = full_model_state_dict(raw_model)
+            if master:
+                save_checkpoint(ckpt_path, {**meta, "model": whole, "optimizer": None})
+        elif master:
+            save_checkpoint(ckpt_path, {**meta, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict()})
+    except CheckpointError as e:   # a full disk: which file, how big, how much is free (the last checkpoint is whole)
+        fail(f"{e}. {last_good()}")
     log(f"saved {sharded_dir if fsdp else ckpt_path} at step {step}{tag}")
     saved_step = step
 

@@ -263,10 +263,20 @@ def main(argv=None):
     ap.add_argument("--tokenizer_path", default=None, help="hf: a Hugging Face model folder or its tokenizer.json")
     ap.add_argument("--out_dir", default=None, help="default: data/embedded_<tokenizer name> in the repo")
     ap.add_argument("--force", action="store_true", help="rebuild even if the outputs exist")
+    ap.add_argument("--paragraphs", action="store_true",
+                    help="every Wikipedia paragraph (text between blank lines) is a document of its own: short "
+                         "documents, several to a row, for measuring document-aware training (packing) at laptop "
+                         "scale; default out_dir data/embedded_<tokenizer>_paragraphs")
     args = ap.parse_args(argv)
     t0 = time.time()
-    tok = get_tokenizer(args.tokenizer, args.tokenizer_path)
-    out_dir = args.out_dir or os.path.join(REPO, "data", f"embedded_{tok.name}")
+    if args.tokenizer == "hf" and not args.tokenizer_path:
+        sys.exit("prepare_embedded.py: --tokenizer hf reads a Hugging Face tokenizer.json: add --tokenizer_path "
+                 "with the teacher's folder (or its tokenizer.json)")
+    try:
+        tok = get_tokenizer(args.tokenizer, args.tokenizer_path)
+    except (ValueError, OSError) as e:   # no tokenizer.json there, one the `tokenizers` library cannot read
+        sys.exit(f"prepare_embedded.py: {e}")
+    out_dir = args.out_dir or os.path.join(REPO, "data", f"embedded_{tok.name}" + ("_paragraphs" if args.paragraphs else ""))
 
     if not args.force and _already_done(out_dir, tok):
         with open(os.path.join(out_dir, "meta.json")) as f:
@@ -279,6 +289,10 @@ def main(argv=None):
         print(msg, flush=True)
 
     splits, sources = load_documents(log)
+    if args.paragraphs:   # the in-domain splits only: the OOD sets are short documents already
+        for s in ("train", "val"):
+            splits[s] = [p.strip() for d in splits[s] for p in d.split("\n\n") if p.strip()]
+        sources["documents"] = "train and val: one document per Wikipedia paragraph (--paragraphs)"
     os.makedirs(out_dir, exist_ok=True)
     counts = {}
     for s in SPLITS:

@@ -236,7 +236,11 @@ def test_grids_use_the_authors_teachers_budgets_and_alphas():
 
     runs = grid_runs("paper_tokens_alpha")
     assert teachers(runs) == {(m, s) for m in sizes for s in AUTHORS_TEACHER_STEPS.values()}
-    assert alphas(runs) == {0.5, 1.0}
+    # train/exp2 @3a1e932: α 0.5 and 1.0 for every budget; train/exp2_expand @ddd6ce7: 0.2/0.4/0.6/0.8 for 10-300B only
+    teacher_steps = {r["name"]: (r["model"], steps_of(r)) for r in runs if r["kind"] == "teacher"}
+    pairs = {(teacher_steps["teacher_" + r["teacher"]], r["alpha"]) for r in runs if r["kind"] == "student" and r["teacher"]}
+    assert pairs == {((m, s), a) for m in sizes for b, s in AUTHORS_TEACHER_STEPS.items()
+                     for a in ({0.5, 1.0} if b == 5 else full_alphas)}
     runs = grid_runs("paper_longer_student")
     assert teachers(runs) == {(m, 150_000) for m in sizes} and alphas(runs) == full_alphas
     assert {steps_of(r) for r in runs if r["kind"] == "student"} == {150_000}
@@ -252,6 +256,19 @@ def test_grids_use_the_authors_teachers_budgets_and_alphas():
     longer = {r["name"]: steps_of(r) for r in grid_runs("paper_longer_student") if r["kind"] == "teacher"}
     tokens = {r["name"]: steps_of(r) for r in grid_runs("paper_tokens_alpha") if r["kind"] == "teacher"}
     assert all(tokens[n] == s for n, s in longer.items())
+
+
+def test_paper_configs_train_as_the_authors():
+    """packing=true in every train/ script, optax.adamw without a mask (MaxText/optimizers.py @304662a), and for
+    Qwen3 the ymls' 151,936 rows in the softmax (qwen3-*.yml @74b2651) while the data stay Llama-3 ids."""
+    for path in sorted(glob.glob(os.path.join(ROOT, "configs", "paper", "*.py"))):
+        c = read_config_file(path)
+        assert c["packing"] is True and c["weight_decay_params"] == "all", path
+        assert c["tokenizer"] == "llama3", path
+        if "qwen3" in path:
+            assert c["vocab_rows"] == 151936 and c["loss_all_rows"] is True, path
+        else:
+            assert "vocab_rows" not in c and "loss_all_rows" not in c, path
 
 
 def test_grids_say_which_topk_variant():

@@ -48,3 +48,32 @@ def test_tied_embeddings_share_storage_and_count_once():
     model = GPT(cfg)
     assert model.lm_head.weight.data_ptr() == model.embed_tokens.weight.data_ptr()
     assert model.num_params() == count_params_formula(cfg)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_flops_per_token_is_palms_count(tie):
+    """PaLM's count: 2 FLOPs per matrix weight plus QK^T and AV over the full T×T square. An independent count:
+    torch's FlopCounterMode over one forward whose attention runs as plain matmuls (SDPA's math backend: the
+    whole square, causal half included, as PaLM counts it)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+    cfg = GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_embd=32, n_head=4, n_kv_head=2, head_dim=16,
+                    tie_embeddings=tie)
+    model, T = GPT(cfg), 32
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model.logits(torch.zeros(1, T, dtype=torch.long))
+    assert counter.get_flop_counts()["Global"].get(torch.ops.aten.bmm, 0) > 0   # attention was counted
+    assert model.flops_per_token(T, backward=False) * T == counter.get_total_flops()
+    assert model.flops_per_token(T) == 3 * model.flops_per_token(T, backward=False)
+
+
+def test_weight_decay_on_every_parameter_or_matrices_only():
+    cfg = GPTConfig(vocab_size=64, block_size=32, n_layer=1, n_embd=32, n_head=4, qk_norm=True)
+    model = GPT(cfg)
+    norms = {id(p) for n, p in model.named_parameters() if "norm" in n}
+    for decay_params, decayed_norms in (("matrices", False), ("all", True)):
+        opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", decay_params)
+        decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+        assert (norms <= decayed) == decayed_norms and not (norms & decayed and not decayed_norms)
+        assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+        assert id(model.lm_head.weight) in decayed

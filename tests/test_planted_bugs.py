@@ -12,10 +12,10 @@ reference that does not come from the code under test:
 A test that only compared two runs of the same code could not catch any of these."""
 
 import glob
+import gzip
 import json
 import math
 import os
-import random
 import re
 import subprocess
 import sys
@@ -194,12 +194,15 @@ class LocalDataset:
 
 
 def fake_datasets(local_dir, calls):
-    """A `datasets` module whose load_dataset reads the hub's layout from local parquet files (one per split)."""
+    """A `datasets` module whose load_dataset reads the hub's layout from local files: one parquet file per
+    split, or the named data file (C4's JSON lines)."""
     def load_dataset(path, name=None, split=None, data_files=None, streaming=False, **kwargs):
         calls.append((path, name, split))
-        where = os.path.join(local_dir, path, data_files[split]) if data_files else \
-            os.path.join(local_dir, path, name or "default", f"{split}.parquet")
-        rows = pq.read_table(where).to_pylist()
+        if data_files:
+            with gzip.open(os.path.join(local_dir, path, data_files[split]), "rt") as f:
+                rows = [json.loads(line) for line in f]
+        else:
+            rows = pq.read_table(os.path.join(local_dir, path, name or "default", f"{split}.parquet")).to_pylist()
         return iter(rows) if streaming else LocalDataset(rows)
     return types.SimpleNamespace(load_dataset=load_dataset)
 
@@ -230,7 +233,12 @@ def write_hub(local_dir, name, n):
         rel = spec["data_files"] if "data_files" in spec else os.path.join(config or "default", f"{spec['split']}.parquet")
         path = os.path.join(local_dir, spec["path"], rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        pq.write_table(pa.Table.from_pylist([hub_row(name, i) for i in range(n)]), path)
+        rows = [hub_row(name, i) for i in range(n)]
+        if path.endswith(".json.gz"):
+            with gzip.open(path, "wt") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+        else:
+            pq.write_table(pa.Table.from_pylist(rows), path)
 
 
 def markers(text):
@@ -296,3 +304,97 @@ def test_bootstrap_resamples_windows_not_tokens():
     lo, hi = np.percentile(boot, [2.5, 97.5])
     width = row["ci"][1] - row["ci"][0]
     assert width == pytest.approx(hi - lo, rel=0.15), f"interval {row['ci']}, window bootstrap [{lo:.4f}, {hi:.4f}]"
+
+
+# ---- train.py: the learning rate it applies, and where clipping sits in the step ------------------------------
+
+def papers_schedule(peak, total, warmup_frac=0.05, min_lr_ratio=0.1):
+    """The lr of each of `total` optimizer steps (index 0 is the first), written out from the paper's recipe:
+    W = ⌊warmup_frac·total⌋ warmup steps on the straight line from 0 to the peak, the k-th of them at k/(W+1) of
+    it (so no step is spent at lr 0), then a half cosine from the peak (at step W) towards min_lr_ratio·peak,
+    which it would reach at step `total`, one past the last."""
+    W = int(warmup_frac * total)
+    warm = peak * np.linspace(0, 1, W + 2)[1:-1]
+    t = np.arange(total - W) / (total - W)
+    decay = peak * (min_lr_ratio + (1 - min_lr_ratio) * (np.cos(np.pi * t) + 1) / 2)
+    return np.concatenate([warm, decay])
+
+
+@pytest.fixture(scope="module")
+def byte_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    import pydoc_data.topics as topics
+    toks = np.frombuffer("\n".join(topics.topics.values()).encode("utf-8"), dtype=np.uint8).astype(np.int64)
+    write_tokens(d / "train.bin", toks[:40_000], 257, "bytes")
+    write_tokens(d / "val.bin", toks[40_000:42_000], 257, "bytes")
+    return str(d)
+
+
+def train(out_dir, data_dir, *args):
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--model=tiny-64", "--block_size=32", "--eval_iters=1",
+           "--eval_interval=1000", "--log_interval=1", "--device=cpu", f"--data_dir={data_dir}", f"--out_dir={out_dir}",
+           *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(os.path.join(out_dir, "log.jsonl")) as f:
+        return [r for r in map(json.loads, f) if "loss" in r]
+
+
+@pytest.mark.slow
+def test_train_logs_the_papers_schedule_at_every_step(byte_data, tmp_path):
+    """40 steps at the paper's 5% warmup and cosine to 0.1×: 2 warmup steps, then 38 of cosine. One sequence a
+    step: what is checked is the lr, and the steps are then nearly free (the run is mostly start-up)."""
+    recs = train(tmp_path, byte_data, "--max_iters=40", "--batch_size=1", "--batch_tokens=32", "--learning_rate=3e-3",
+                 "--warmup_frac=0.05", "--min_lr_ratio=0.1")
+    want = papers_schedule(3e-3, 40)
+    assert [r["step"] for r in recs] == list(range(1, 41))   # a record's step counts the steps done
+    np.testing.assert_allclose([r["lr"] for r in recs], want, rtol=1e-12, atol=0)
+    # the reference itself: positive everywhere, rising to the peak at step W = 2, falling after, above the floor
+    assert want.min() > 0.1 * 3e-3 and want[2] == 3e-3 and np.all(np.diff(want[:3]) > 0) and np.all(np.diff(want[2:]) < 0)
+
+
+@pytest.mark.slow
+def test_sgd_steps_move_the_weights_by_lr_times_the_clipped_gradient(byte_data, tmp_path):
+    """Three SGD steps of train.py against the same steps replayed here in float64 with plain PyTorch:
+    w ← w − lr_s · g_s · min(1, c/‖g_s‖), the gradient of the mean cross-entropy over the step's 8 sequences,
+    lr_s from papers_schedule. warmup_frac 0.5 makes the first step a warmup step (half the peak), and
+    grad_clip = 0.05, far below the gradient norm at init, makes every step clipped. Clipping after the
+    optimizer step would move the weights by the unclipped gradient, ≈ ‖g‖/c ≈ 20 times further; a first step
+    at lr 0 would leave out a third of the total move.
+    Tolerance, per tensor: (1) the float32 run's gradients round to ≈ 1.7e-3 of their norm (tests/test_train.py's
+    analysis: ~20 reductions of length ≤ 257 at u = 6e-8, √256 for cancellation); a clipped step has the fixed
+    length lr·c, so over three steps this grows only by the curvature term lr·c·λ/‖g‖ ≪ 1: 1e-2 of the tensor's
+    move leaves a factor 5. (2) Storing each step's weights in float32 rounds them by up to 2^-24·|w|, which is
+    not small against the move of a norm weight (1.0 moving by ~1e-5 a step): 3 steps · 2^-24 · ‖w‖ on top."""
+    peak, clip, steps = 0.5, 0.05, 3
+    recs = train(tmp_path, byte_data, f"--max_iters={steps}", "--batch_size=4", "--batch_tokens=256", "--optim=sgd",
+                 f"--learning_rate={peak}", "--warmup_frac=0.5", "--min_lr_ratio=0.1", f"--grad_clip={clip}")
+    lrs = papers_schedule(peak, steps, warmup_frac=0.5)
+    np.testing.assert_allclose([r["lr"] for r in recs], lrs, rtol=1e-12, atol=0)
+
+    cfg = json.load(open(tmp_path / "config.json"))
+    torch.manual_seed(cfg["config"]["seed"])   # train.py seeds torch just before building the student
+    model = GPT(GPTConfig(**cfg["model_config"])).double()
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    loader = TokenLoader(glob.glob(os.path.join(byte_data, "train*.bin")), 4, 32, seed=cfg["config"]["seed"])
+    params = list(model.parameters())   # a tied lm_head is the embedding: counted once, as clip_grad_norm_ does
+    for s in range(steps):
+        x, y = map(torch.cat, zip(*(loader.next_batch() for _ in range(2))))   # the step's 2 micro-batches
+        logits = model(x) @ model.lm_head.weight.T
+        loss = F.cross_entropy(logits[..., :257].reshape(-1, 257), y.reshape(-1))
+        grads = torch.autograd.grad(loss, params)
+        norm = math.sqrt(sum(float((g * g).sum()) for g in grads))
+        assert norm > 4 * clip, f"step {s}: gradient norm {norm} would not be clipped; the test needs it to be"
+        # the replay sees train.py's batches and weights: loss and gradient norm agree to rounding (above)
+        assert recs[s]["loss"] == pytest.approx(loss.item(), rel=1e-3) and recs[s]["grad_norm"] == pytest.approx(norm, rel=1e-2)
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                p -= lrs[s] * min(1.0, clip / norm) * g
+    got = load_checkpoint(str(tmp_path / "ckpt.pt"))["model"]
+    for k, want in model.state_dict().items():
+        move = (want - init[k]).norm().item()
+        assert move > 0, k
+        err = (got[k].double() - want).norm().item()
+        bound = 1e-2 * move + steps * 2.0 ** -24 * want.norm().item()
+        assert err <= bound, f"{k}: train.py's weights differ from lr·clipped-gradient steps by {err / move:.2e} of the move"

@@ -93,6 +93,9 @@ def test_greedy_with_cache_equals_greedy_by_full_forwards(variant):
     full = list(generate(model, prompt, 60, n_vocab=257, temperature=0, use_cache=False))
     assert cached == full
     assert len(set(cached)) > 5   # a real sequence, not one token repeated
+    stop = cached[10]
+    assert list(generate(model, prompt, 60, n_vocab=257, temperature=0, stop_ids={stop})) == \
+        cached[:cached.index(stop) + 1]   # the stop token comes out, and nothing after it
 
     assert len(cached_calls) == len(calls) == 60
     assert all(pos is None for _, pos in calls)   # the reference reads the window afresh every time
@@ -111,8 +114,8 @@ def test_a_wrong_rope_offset_is_caught(monkeypatch):
     model = random_model(**VARIANTS["gqa-untied"])
     x = torch.randint(0, 257, (1, 20), generator=torch.Generator().manual_seed(1))
     rope = model_py.rope_cos_sin
-    monkeypatch.setattr(model_py, "rope_cos_sin", lambda n, dim, theta, device, scaling=None, start=0:
-                        rope(n, dim, theta, device, scaling))
+    monkeypatch.setattr(model_py, "rope_cos_sin", lambda n, dim, theta, device, scaling=None, positions=None, start=0:
+                        rope(n, dim, theta, device, scaling, positions))
     with torch.no_grad():
         full = model.logits(x)
         cache = KVCache(model.config, 1, 20, "cpu", torch.float64)
@@ -158,7 +161,20 @@ def test_seeded_sampling_is_reproducible_and_seeds_differ():
     assert a == draw(1)
     assert a == draw(1, use_cache=False)   # float64: the cache changes no draw either
     assert a != draw(2)
-    assert all(t < 257 for t in a)
+
+
+def test_padding_rows_are_never_chosen():
+    """Rows past the tokenizer's vocabulary are padding: planted here as the most likely token by far (every
+    position's hidden state is h, as below, and padding row 260 is 5·h), they must still never come out."""
+    model = random_model(**VARIANTS["gqa-untied"])
+    with torch.no_grad():
+        model.embed_tokens.weight.copy_(model.embed_tokens.weight[65].clone())
+        model.lm_head.weight[260] = 5 * model(torch.tensor([[65, 66]]))[0, -1]
+    assert model.logits(torch.tensor([[65]]))[0, -1].argmax() == 260
+    for temperature in (0, 1.0):
+        out = list(generate(model, [65], 20, n_vocab=257, temperature=temperature,
+                            generator=torch.Generator().manual_seed(0)))
+        assert len(out) == 20 and max(out) < 257
 
 
 def reference_kept(logits, top_k, top_p):

@@ -17,6 +17,10 @@ learning_rate = 3e-4                     # their LR
 eval_interval = 1000
 eval_iters = 20
 seed = 43                                # their student seed
+packing = True                           # the authors' packing=true: rows of whole documents, attention within each
+                                         # (data/packing.py; MaxText/input_pipeline/_grain_data_processing.py @304662a)
+weight_decay_params = "all"              # their MaxText/optimizers.py @304662a: optax.adamw with no mask decays every
+                                         # parameter, norms and embeddings too
 
 teacher_ckpt = "out/paper/teacher_0.7b_300b/ckpt.pt"   # the grid's 0.7B teacher trained 150,000 steps
 teacher_model = "llama3.1-05b"

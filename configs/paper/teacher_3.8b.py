@@ -15,4 +15,8 @@ learning_rate = 3e-4                     # their LR; 5% warmup, cosine to 0.1× 
 eval_interval = 1000
 eval_iters = 20
 seed = 42                                # their init_weights_seed / data_shuffle_seed for teachers
+packing = True                           # the authors' packing=true: rows of whole documents, attention within each
+                                         # (data/packing.py; MaxText/input_pipeline/_grain_data_processing.py @304662a)
+weight_decay_params = "all"              # their MaxText/optimizers.py @304662a: optax.adamw with no mask decays every
+                                         # parameter, norms and embeddings too
 parallel = "fsdp"                        # 16 bytes/param of AdamW state would not fit replicated

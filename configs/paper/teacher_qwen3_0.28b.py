@@ -3,7 +3,8 @@
 # TaiMingLu/maxtext-distillation train/ablate2/ablate2_qwen03b-finewebedu-vanilla-s42-50b.sh @2ae8e97 (25,000 steps of
 # per-device batch 4, LR 5e-4) and train/ablate2-eval/generate_eval_scripts.py @105ffeb (teachers evaluated at step 24999).
 # An earlier version of that script (@cd6f678) ran 12,500 steps of twice the batch: the same 52.4B tokens.
-# Their ablation used Qwen3's tokenizer (151,936); nanokd has Llama-3's only, so the embeddings here are 128,256 rows.
+# Their Qwen3 runs read the same pre-tokenized Llama-3 FineWeb-Edu records as the LLaMA runs (DATA_FILES
+# .../datasets/fineweb-edu/*.array_record, tokenize_train_data=False) with the yml's 151,936 embedding rows: so here.
 #   torchrun --standalone --nproc_per_node=8 train.py configs/paper/teacher_qwen3_0.28b.py
 #   python train.py configs/paper/teacher_qwen3_0.28b.py --dry_run=True        # the plan, on any machine
 out_dir = "out/paper/teacher_qwen3_0.28b"
@@ -18,3 +19,9 @@ learning_rate = 5e-4                     # their LR for every Qwen3 run (LLaMA r
 eval_interval = 1000
 eval_iters = 20
 seed = 42                                # their teacher seed
+packing = True                           # the authors' packing=true: rows of whole documents, attention within each
+                                         # (data/packing.py; MaxText/input_pipeline/_grain_data_processing.py @304662a)
+weight_decay_params = "all"              # their MaxText/optimizers.py @304662a: optax.adamw with no mask decays every
+                                         # parameter, norms and embeddings too
+vocab_rows = 151936                      # their qwen3-*.yml vocab_size (@74b2651); the data are Llama-3 ids (128,256)
+loss_all_rows = True                     # the 23,680 unused rows enter the softmax, as in their logits
