@@ -364,6 +364,8 @@ def main(argv=None):
     device_type = "cuda" if args.device.startswith("cuda") else "cpu"
     dtype = args.dtype or ("bfloat16" if device_type == "cuda" else "float32")
     autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type, getattr(torch, dtype))
+    torch.backends.cuda.matmul.allow_tf32 = True   # as train.py: fp32 matmuls outside autocast (and --dtype=float32)
+    torch.backends.cudnn.allow_tf32 = True
 
     hf_folder = is_hf_folder(args.ckpt)
     try:

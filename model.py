@@ -329,7 +329,7 @@ def count_params_formula(cfg: GPTConfig):
 
 # ---- named sizes ----------------------------------------------------------------------------
 # Shapes only; vocab and block_size come from the run (model.py knows token ids, not tokenizers). Counts for
-# the vocabulary each family is meant for: python plan.py.
+# the vocabulary each family is meant for: python plan.py presets.
 
 QWEN3_ROWS = 151936   # the embedding rows of the authors' Qwen3 ymls (vocab_size), whatever tokenizer feeds them
 _QWEN3 = dict(qk_norm=True, tie_embeddings=True, rope_theta=1e6, norm_eps=1e-6)

@@ -85,7 +85,9 @@ def run_side_by_side(cmds, logs):
 def train_all(run_list, force=False, passthrough=(), env=None):
     """Train the teacher, then both students side by side (skipping finished runs); {name: final eval}."""
     finals = {name: os.path.join(HERE, out_dir_of(config, extra), "final.json") for name, config, extra in run_list}
-    todo = [(name, [sys.executable, "train.py", config, *extra, *passthrough]) for name, config, extra in run_list
+    # (a run redone starts over: --overwrite=True replaces whatever an earlier, maybe interrupted, one left)
+    todo = [(name, [sys.executable, "train.py", config, *extra, "--overwrite=True", *passthrough])
+            for name, config, extra in run_list
             if force or passthrough or not os.path.exists(finals[name])]
     for name in finals:
         if name not in dict(todo):

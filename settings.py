@@ -4,6 +4,7 @@ this table says which values of that type make sense. train.py checks them all a
 data or model is touched, and a bad value is one line: the key, its value, what is allowed.
 
     check_settings(config)          every key against RULES, then the checks that involve several keys
+    check_data_files(...)           once the training files are open: their vocabulary, and the eval files'
     check_resume(saved, config)     a resumed run keeps what fixes its data order and schedule
 
 Booleans need no rule (their type is the whole range); every other key has one (tests/test_settings.py
@@ -95,7 +96,7 @@ RULES = {
     "alpha_end": (lambda v: math.isfinite(v) and v <= 1, "< 0 (off: α stays alpha) or a number in [0, 1]"),
     "temperature": (at_least(0), "a finite number >= 0 (0 = the teacher's argmax as hard labels)"),
     "kd_loss": (one_of(*KL_CHOICES), f"one of {', '.join(KL_CHOICES)}"),
-    "jsd_beta": (within(0, 1), "a number in (0, 1)"),
+    "jsd_beta": (within(0, 1), "a number in [0, 1] (kd_loss=jsd needs it inside (0, 1))"),
     "top_k": (whole_count_or_fraction, "0 (off), a fraction p in (0, 1) of the vocabulary, or a whole count >= 1"),
     "top_k_variant": (one_of(*TOP_K_VARIANTS), f"one of {', '.join(TOP_K_VARIANTS)}"),
     "label_smoothing": (within(0, 1, hi_open=True), "a number in [0, 1)"),

@@ -8,7 +8,7 @@ One node, 8 GPUs: torchrun --standalone --nproc_per_node=8 train.py configs/stud
 Multi-node:       torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT train.py ...
 Check a config:   python train.py configs/student_1b_teacher_160m.py --dry_run=True
 
-Defaults below; a config file overrides them, then --key=value (configurator.py).
+Defaults below; a config file overrides them, then --key=value (configurator.py); settings.py says each one's range.
 """
 
 import glob
@@ -187,7 +187,8 @@ if teacher_ckpt:
 torch.manual_seed(seed)  # here, after the teacher is built, so the student's init doesn't depend on having one
 # FSDP: built on the meta device and sharded before any weight exists, then each rank's shards initialised to
 # the values GPT(model_cfg) would hold (parallel.build_sharded); before the optimizer, so it holds the shards
-raw_model = build_sharded(model_cfg, device) if fsdp else GPT(model_cfg).to(device)
+compute_dtype = None if dtype == "float32" else getattr(torch, dtype)
+raw_model = build_sharded(model_cfg, device, compute_dtype) if fsdp else GPT(model_cfg).to(device)
 raw_model.activation_checkpointing = activation_checkpointing
 if fsdp and teacher is not None and fsdp_teacher:
     apply_fsdp(teacher)
@@ -227,7 +228,6 @@ top_k_count = resolve_top_k(top_k, n_vocab)   # round(p·V), as the paper; check
 loss_options = dict(temperature=temperature, vocab_size=model_cfg.vocab_size if loss_all_rows else n_vocab,
                     kl=kd_loss, top_k=top_k_count,
                     top_k_variant=top_k_variant, label_smoothing=label_smoothing, jsd_beta=jsd_beta)
-compute_dtype = None if dtype == "float32" else getattr(torch, dtype)
 
 
 def alpha_at(it):
@@ -325,7 +325,8 @@ flops_per_step = batch_tokens * (raw_model.flops_per_token(block_size) +
                                  (teacher.flops_per_token(block_size, backward=False) if teacher is not None else 0))
 peak = plan.peak_flops(device) * world_size
 t_start, t_last, step_last, tokens_at_start = time.time(), time.time(), step, tokens_seen
-t_run, first_step, loss_f, stop_flag = time.time(), step, None, 0.0
+t_run, first_step, stop_flag = time.time(), step, 0.0
+loss_f = ce_f = kd_f = None
 while True:
     # The weights at `step` are checkpointed (every eval_interval steps, at the end, on a stop signal) only once
     # their evaluation, and the loss and gradient norm this step computes from them, are finite: a run that
@@ -340,6 +341,8 @@ while True:
             fail(f"evaluation at step {step} is not finite ({ev}); stopping. {last_good()}")
     if evaluate or last:
         resume_state = train_loader.state_dict(), rng_state()   # before this step draws its batches
+    if last:
+        trained = loss_f, ce_f, kd_f   # the last step's, for final.json (this one is a check, not a step)
 
     lr, alpha_now = lr_at(step), alpha_at(step)
     for group in optimizer.param_groups:
@@ -406,7 +409,7 @@ if step < total_iters:   # stopped by a signal, and checkpointed
     if ddp:
         exit_cleanly(143)
     sys.exit(143)
-final = ev
+final, (loss_f, ce_f, kd_f) = ev, trained
 if master:
     with open(os.path.join(out_dir, "final.json"), "w") as f:
         json.dump({"step": step, "tokens_seen": tokens_seen, "eval": final, "train_loss": loss_f,

@@ -5,7 +5,7 @@ reference that does not come from the code under test:
   gradient clipping           a short SGD run of train.py against a float64 replay of the same steps
   loader resume               resuming from every step, across epoch boundaries, against an uninterrupted loader
   offline few-shot draws      no shot is the scored document, for every document of every task
-  paper_avg                   the mean over the paper's eight tasks (DESIGN.md), however many others were scored
+  paper_avg                   the mean over the design brief's eight tasks, however many others were scored
   evaluation-set hub path     the hub path of prepare_evalsets.py on local rows: its first N rows, never more
   bootstrap unit              analyze.py's interval against a window-level bootstrap done here
 
@@ -49,7 +49,7 @@ from model import GPT, GPTConfig  # noqa: E402
 def test_resume_from_every_step_continues_the_uninterrupted_sequence(tmp_path):
     """A loader restored from the state saved after step s yields what the uninterrupted loader yielded from s
     on, for every s over three epochs: states saved in epochs 1 and 2 need the epoch restored, not only the
-    position (the older test saved its state in epoch 0, where a forgotten epoch is 0 anyway)."""
+    position (tests/test_data.py's resume test saves its state in epoch 0, where a forgotten epoch is 0 anyway)."""
     path = str(tmp_path / "t.bin")
     write_tokens(path, np.arange(9 * 23), 128256, "pos")   # token = its position: 23 windows of 9
     B, T, steps = 4, 8, 16                                  # 5 steps an epoch: 16 steps reach epoch 3
@@ -125,7 +125,7 @@ def test_offline_few_shot_pool_never_gives_the_document_itself(task, monkeypatch
 
 # ---- which tasks paper_avg averages ----------------------------------------------------------------------------
 
-# The paper's eight, as /work/shared/DESIGN.md lists them (HellaSwag, ARC-Easy, PIQA, SciQ 0-shot; WinoGrande,
+# The paper's eight, as the design brief lists them (HellaSwag, ARC-Easy, PIQA, SciQ 0-shot; WinoGrande,
 # BoolQ, MMLU, MathQA 5-shot), written here in eval_tasks' names.
 PAPER_EIGHT = ["hellaswag", "arc_easy", "piqa", "sciq", "winogrande", "boolq", "mmlu", "mathqa"]
 
@@ -208,7 +208,7 @@ def fake_datasets(local_dir, calls):
 
 
 def hub_row(name, i):
-    """A row of set `name` in its dataset's schema; every text field carries the row's marker #i#."""
+    """A row of set `name` in its dataset's schema; the text the set takes from it carries the marker #i#."""
     m = f"#{i}#"
     return {
         "c4": {"text": f"c4 {m}", "timestamp": "t", "url": "u"},
@@ -309,10 +309,10 @@ def test_bootstrap_resamples_windows_not_tokens():
 # ---- train.py: the learning rate it applies, and where clipping sits in the step ------------------------------
 
 def papers_schedule(peak, total, warmup_frac=0.05, min_lr_ratio=0.1):
-    """The lr of each of `total` optimizer steps (index 0 is the first), written out from the paper's recipe:
-    W = ⌊warmup_frac·total⌋ warmup steps on the straight line from 0 to the peak, the k-th of them at k/(W+1) of
-    it (so no step is spent at lr 0), then a half cosine from the peak (at step W) towards min_lr_ratio·peak,
-    which it would reach at step `total`, one past the last."""
+    """The lr of each of `total` optimizer steps (index 0 is the first): the paper's recipe (5% warmup, cosine
+    to 0.1× the peak) as nanokd states it: W = ⌊warmup_frac·total⌋ warmup steps on the straight line from 0 to
+    the peak, the k-th of them at k/(W+1) of it (no step is spent at lr 0), then a half cosine from the peak (at
+    step W) towards min_lr_ratio·peak, which it would reach at step `total`, one past the last."""
     W = int(warmup_frac * total)
     warm = peak * np.linspace(0, 1, W + 2)[1:-1]
     t = np.arange(total - W) / (total - W)

@@ -3,6 +3,8 @@ might type is one line naming the key, its value and what is allowed, and a resu
 fixes its data order and schedule. Also the out_dir rules of runlog.py (a run is never mixed with another)."""
 
 import ast
+import copy
+import functools
 import json
 import os
 
@@ -18,7 +20,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def train_defaults():
     """train.py's defaults, read from its source: the assignments before its first `try` (literals, or
-    arithmetic on them such as 16 * 256)."""
+    arithmetic on them such as 16 * 256). A fresh copy each call."""
+    return copy.deepcopy(_train_defaults())
+
+
+@functools.lru_cache
+def _train_defaults():
     with open(os.path.join(ROOT, "train.py")) as f:
         tree = ast.parse(f.read())
     defaults = {}
@@ -179,3 +186,23 @@ def test_a_resumed_log_drops_what_is_redone_and_marks_the_resume(tmp_path):
                    {"step": 10, "eval": {"val": 2.5}}, {"step": 11, "loss": 0.5}])
     RunLog(str(tmp_path), {}, True).finish()   # a run from the start begins a fresh log
     assert (tmp_path / "log.jsonl").read_text() == ""
+
+
+def test_data_files_are_checked_at_start_up_and_the_right_file_is_blamed(tmp_path):
+    import numpy as np
+    from data.tokenfile import write_tokens
+    from settings import check_data_files
+    tokens = np.arange(5000) % 257
+    write_tokens(tmp_path / "train.bin", tokens, 300, "bytes")   # a header with another vocabulary than bytes'
+    write_tokens(tmp_path / "val.bin", tokens, 257, "bytes")
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'train.bin'}: its header says vocabulary 300, but "
+                                         r"tokenizer 'bytes' has 257"):
+        check_data_files(str(tmp_path), "bytes", 300, 0.0)
+    write_tokens(tmp_path / "train.bin", tokens, 257, "bytes")
+    write_tokens(tmp_path / "ood_x.bin", tokens, 300, "bytes")      # an evaluation file that does not match
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'ood_x.bin'} was written with tokenizer 'bytes' \(vocab 300\)"):
+        check_data_files(str(tmp_path), "bytes", 257, 0.0)
+    (tmp_path / "ood_x.bin").unlink()
+    check_data_files(str(tmp_path), "bytes", 257, 0.5)
+    with pytest.raises(ValueError, match="keeps no token"):
+        check_data_files(str(tmp_path), "bytes", 257, 0.001)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint, save_checkpoint
-from data.tokenfile import write_tokens
+from data.tokenfile import load_tokens, write_tokens
 
 pytestmark = pytest.mark.slow   # subprocess, torchrun or compile runs: pytest -m "not slow" leaves them out
 
@@ -178,13 +178,20 @@ def assert_resumed_exactly(straight, resumed, resumed_from, proc):
 
 
 def test_sigkill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
-    common = [*TINY, f"--data_dir={data_dir}", "--max_iters=30", "--eval_interval=10"]
+    # a training file of 8 steps an epoch (64 windows of 33): the step-20 checkpoint is in epoch 2, so an exact
+    # resume needs the loader's epoch as well as its position
+    short = tmp_path / "short_epochs"
+    short.mkdir()
+    for name, n in (("train.bin", 64 * 33 + 5), ("val.bin", None)):
+        write_tokens(short / name, load_tokens(os.path.join(data_dir, name))[:n], 257, "bytes")
+    common = [*TINY, f"--data_dir={short}", "--max_iters=30", "--eval_interval=10"]
     train(*common, f"--out_dir={tmp_path / 'straight'}")
     killed = tmp_path / "killed"
     proc = run_interrupted(common, killed, "SIGKILL@23")
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert max(curve(killed)) == 23  # killed mid-run, three steps past its step-20 checkpoint
-    assert load_checkpoint(str(killed / "ckpt.pt"))["step"] == 20
+    ck = load_checkpoint(str(killed / "ckpt.pt"))
+    assert ck["step"] == 20 and ck["data_state"]["epoch"] == 2
     (killed / ".ckpt-killed.tmp").write_bytes(b"half a checkpoint, as a kill during a write leaves")
     for changed in ("--seed=44", "--max_iters=40"):   # what the data position and schedule mean: refused
         proc = train(*common, f"--out_dir={killed}", "--resume=True", changed, expect_ok=False)
