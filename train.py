@@ -358,7 +358,7 @@ while True:
     except TokenFileError as e:   # an id past the vocabulary: say which file and where, not an IndexError
         fail(f"training data: {e}")
     divisors = micro_step_weights([b[1] for b in batches], world_size,
-                                  all_reduce=sum_over_ranks if ddp and packing else None)
+                                  all_reduce=sum_over_ranks if ddp else None)   # (unpacked too: else d = accum/W)
     for micro, batch in enumerate(batches):
         x, y, *docs = (t.to(device, non_blocking=True) for t in batch)   # docs: segment ids, positions if packing
         set_grad_sync(student, micro == grad_accum_steps - 1)  # communicate once per step, not per micro-step
