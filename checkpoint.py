@@ -30,6 +30,7 @@ import tempfile
 
 import numpy as np
 import torch
+from torch.distributed.tensor import DTensor
 
 from model import GPT, GPTConfig, config_from_preset
 
@@ -56,14 +57,10 @@ def save_checkpoint(path, ckpt):
     except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        err = _disk_full(e)
+        err = disk_full(e)
         if err is None:
             raise
-        free = shutil.disk_usage(directory).free
-        raise CheckpointError(f"could not write {path}: {os.strerror(err)} ({errno.errorcode[err]}); it needs about "
-                              f"{_tensor_bytes(ckpt) / 1e6:,.1f} MB and {free / 1e6:,.1f} MB are free in {directory}; "
-                              f"{'the previous checkpoint there is' if os.path.exists(path) else 'nothing was'} "
-                              "left unchanged") from None
+        raise CheckpointError(out_of_space(path, err, tensor_bytes(ckpt), previous=os.path.exists(path))) from None
 
 
 def _umask():
@@ -72,19 +69,33 @@ def _umask():
     return mask
 
 
-def _disk_full(exc):
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)   # no space, over quota, over the file size limit
+
+
+def disk_full(exc):
     """ENOSPC, EDQUOT or EFBIG behind a failed write, or None. torch.save reports a failed write of its zip
     writer as a RuntimeError from inline_container.cc, with the OSError only as the exception's context."""
     while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        if isinstance(exc, OSError) and exc.errno in FULL:
             return exc.errno
         exc = exc.__cause__ or exc.__context__
     return None
 
 
-def _tensor_bytes(obj, seen=None):
-    """The bytes of every distinct tensor storage in a checkpoint: what its file will be, give or take its pickle."""
+def out_of_space(path, err, needed, previous):
+    """One line: which file, how big it was to be, how much space is free, and that nothing good was lost."""
+    directory = os.path.dirname(os.path.abspath(path))
+    return (f"could not write {path}: {os.strerror(err)} ({errno.errorcode[err]}); it needs about "
+            f"{needed / 1e6:,.1f} MB and {shutil.disk_usage(directory).free / 1e6:,.1f} MB are free in {directory}; "
+            f"{'the previous checkpoint there is' if previous else 'nothing was'} left unchanged")
+
+
+def tensor_bytes(obj, seen=None):
+    """The bytes of every distinct tensor storage in a checkpoint (this process's shard of a DTensor): what its file
+    will be, give or take its pickle."""
     seen = set() if seen is None else seen
+    if isinstance(obj, DTensor):
+        obj = obj.to_local()
     if isinstance(obj, torch.Tensor):
         storage = obj.untyped_storage()
         key = (obj.device, storage.data_ptr(), storage.nbytes())
@@ -93,9 +104,9 @@ def _tensor_bytes(obj, seen=None):
         seen.add(key)
         return storage.nbytes()
     if isinstance(obj, dict):
-        return sum(_tensor_bytes(v, seen) for v in obj.values())
+        return sum(tensor_bytes(v, seen) for v in obj.values())
     if isinstance(obj, (list, tuple)):
-        return sum(_tensor_bytes(v, seen) for v in obj)
+        return sum(tensor_bytes(v, seen) for v in obj)
     return 0
 
 
@@ -173,7 +184,7 @@ def convert(old_path, new_path):
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"{old_path} was not converted: it holds Python objects other than tensors, plain values "
                               f"and numpy's RNG state, which no nanokd checkpoint held (unpickling them could run "
-                              f"code from whoever wrote the file): {_refused_global(e)}") from e
+                              f"code from whoever wrote the file): {what_was_refused(e)}") from e
     except Exception as e:
         raise CheckpointError(f"{old_path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(ck, dict) or ck.get("format") not in OLD_FORMATS + (FORMAT,):
@@ -190,7 +201,7 @@ def convert(old_path, new_path):
     print(f"converted {old_path} -> {new_path} ({FORMAT})")
 
 
-def _refused_global(e):
+def what_was_refused(e):
     """What torch's weights_only message says was refused, without its advice to allow it."""
     found = re.search(r"GLOBAL ([\w.]+)", str(e))
     return f"it names {found.group(1)}" if found else str(e).strip().splitlines()[-1][:300]

@@ -30,7 +30,7 @@ from torch.distributed.checkpoint.filesystem import _StorageInfo
 from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata, StorageMeta, TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
-from checkpoint import CheckpointError
+from checkpoint import CheckpointError, what_was_refused
 
 # every global a `.metadata` written by DCP names (found by recording a real FSDP and a single-process save)
 ALLOWED = {
@@ -100,7 +100,7 @@ class _BytesAsData:
             obj = torch.load(value, weights_only=True)
         except pickle.UnpicklingError as e:
             raise refused(self.directory, f"its item {read_item.dest_index.fqn!r} holds Python objects other than "
-                                          f"tensors and plain values ({str(e).splitlines()[-1][:200]})") from e
+                                          f"tensors and plain values ({what_was_refused(e)})") from e
         clean = io.BytesIO()
         torch.save(obj, clean)
         clean.seek(0)

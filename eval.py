@@ -364,6 +364,8 @@ def main(argv=None):
     device_type = "cuda" if args.device.startswith("cuda") else "cpu"
     dtype = args.dtype or ("bfloat16" if device_type == "cuda" else "float32")
     autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type, getattr(torch, dtype))
+    torch.backends.cuda.matmul.allow_tf32 = True   # as train.py: fp32 matmuls outside autocast (and --dtype=float32)
+    torch.backends.cudnn.allow_tf32 = True
 
     hf_folder = is_hf_folder(args.ckpt)
     try:
@@ -504,6 +506,7 @@ def main(argv=None):
         print(summary_table(results))
         out = args.out or (os.path.join(args.ckpt, "eval.json") if hf_folder else
                            os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "eval.json"))
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)   # e.g. out/ before any run made it
         with open(out, "w") as f:
             json.dump(results, f, indent=2)
         print(f"wrote {out} ({results['seconds']}s)")

@@ -21,6 +21,7 @@ gradient is reduce-scattered with the rest after backward (tests/test_parallel.p
 against DDP through exactly this path).
 """
 
+import contextlib
 import copy
 import os
 import pickle
@@ -30,15 +31,17 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemWriter
+from torch.distributed.checkpoint.filesystem import FileSystem
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_state_dict)
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import CheckpointError, save_checkpoint
+from checkpoint import FULL, CheckpointError, disk_full, out_of_space, save_checkpoint, tensor_bytes
 from dcp_guard import load_guarded, read_metadata, refused
-from model import GPT
+from model import GPT, RMSNorm
 
 
 def exit_cleanly(code=0):
@@ -66,23 +69,36 @@ def wrap_ddp(model, device):
                gradient_as_bucket_view=True)
 
 
-def apply_fsdp(model):
+def apply_fsdp(model, compute_dtype=None):
     """Shard a GPT in place: each block is a unit (gathered just for its forward/backward), the root holds the rest.
+    compute_dtype: the run's autocast dtype (torch.bfloat16, float16), None for an fp32 run.
 
-    Parameters are gathered in their own dtype (no MixedPrecisionPolicy cast): the same autocast as DDP then
-    casts each matmul's weight, so FSDP and DDP compute the same function. A bf16 param_dtype would also make the
-    embedding's output, the residual stream, the norms' weights and RoPE bf16 under FSDP, fp32 under DDP, and
-    FSDP and DDP runs of one sweep would not be comparable. The price is an fp32 all-gather (twice the bytes of
-    a bf16 one) and an fp32 gathered block; a frozen bf16 teacher is gathered in bf16 either way."""
+    FSDP computes what DDP computes. DDP keeps fp32 weights and autocast casts each matmul's weight to bf16;
+    here the blocks' matmul weights are gathered in bf16 (the same rounding, made once by FSDP, at half the
+    all-gather bytes), while everything autocast leaves in fp32 under DDP stays fp32: the norms' weights (each
+    RMSNorm its own small fp32 unit) and the root (embedding, final norm, lm_head), so the embedding's output,
+    the residual stream and RoPE are fp32 as under DDP. (A bf16 param_dtype for the whole model would make
+    them bf16 under FSDP only, and FSDP and DDP runs of one sweep would not be comparable.) Gradients are
+    reduced, and accumulated over micro-steps, in fp32. A frozen bf16 teacher is gathered in bf16 either way."""
+    # cast_forward_inputs=False: by default FSDP also casts a unit's inputs to param_dtype, which would make each
+    # block's input (the residual stream) and RoPE's cos/sin bf16
+    half = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32, cast_forward_inputs=False)
+    full_precision = MixedPrecisionPolicy()
     for block in model.layers:
-        fully_shard(block)
-    fully_shard(model)
+        if compute_dtype is not None and next(block.parameters()).dtype == torch.float32:   # (a bf16 teacher: as it is)
+            for m in block.modules():
+                if isinstance(m, RMSNorm):
+                    fully_shard(m, mp_policy=full_precision)
+            fully_shard(block, mp_policy=half)
+        else:
+            fully_shard(block)
+    fully_shard(model, mp_policy=full_precision)
     return model
 
 
 @torch.no_grad()
-def build_sharded(cfg, device):
-    """A GPT built on the meta device, sharded (apply_fsdp), then each rank's shards materialised on `device` and
+def build_sharded(cfg, device, compute_dtype=None):
+    """A GPT built on the meta device, sharded (apply_fsdp, for a run in compute_dtype), then each rank's shards materialised on `device` and
     initialised to exactly the values `GPT(cfg)` gives after the same torch.manual_seed, leaving the global
     generator where GPT(cfg) leaves it. Peak host memory is one parameter, not the whole fp32 model on every
     rank (32 GB at 8B).
@@ -97,7 +113,7 @@ def build_sharded(cfg, device):
     for m in model.modules():   # registration order is construction order in model.py
         if m is not model and hasattr(m, "reset_parameters"):
             copy.deepcopy(m).to_empty(device="cpu").reset_parameters()
-    apply_fsdp(model)
+    apply_fsdp(model, compute_dtype)
     model.to_empty(device=device)
     for name, p in model.named_parameters():   # reset_parameters's order
         std = model.init_std(name)
@@ -133,6 +149,32 @@ def full(x):
     return x.full_tensor() if isinstance(x, DTensor) else x
 
 
+class _FailedWrites(FileSystem):
+    """DCP's file system, remembering why a write failed: torch.save turns the OSError into an inline_container.cc
+    RuntimeError, and DCP pickles each rank's error to gather it, which drops the OSError behind it."""
+    errno = None
+
+    @contextlib.contextmanager
+    def create_stream(self, path, mode):
+        with super().create_stream(path, mode) as stream:
+            yield _RecordedWrites(stream, self)
+
+
+class _RecordedWrites:
+    def __init__(self, stream, fs):
+        self._stream, self._fs = stream, fs
+
+    def write(self, data):
+        try:
+            return self._stream.write(data)
+        except OSError as e:
+            self._fs.errno = e.errno
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def save_sharded(directory, model, optimizer, meta):
     """Every rank writes its shard; `meta` (step, data position, RNG, config) goes in rank 0's meta.pt."""
     model_sd, optim_sd = get_state_dict(model, optimizer)
@@ -140,9 +182,21 @@ def save_sharded(directory, model, optimizer, meta):
     if dist.get_rank() == 0 and os.path.exists(tmp):
         shutil.rmtree(tmp)
     dist.barrier()
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
+    writer = FileSystemWriter(tmp)
+    writer.fs = _FailedWrites()
+    try:
+        dcp.save({"model": model_sd, "optim": optim_sd}, storage_writer=writer)
+        if dist.get_rank() == 0:
+            torch.save(meta, os.path.join(tmp, "meta.pt"))
+    except BaseException as e:   # DCP raises a CheckpointException (a BaseException) on every rank, all done writing
+        err = disk_full(e) or (writer.fs.errno if writer.fs.errno in FULL else None)
+        if err is None:
+            raise
+        if dist.get_rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(out_of_space(tmp, err, tensor_bytes((model_sd, optim_sd)),
+                                           previous=find_sharded(directory) is not None)) from None
     if dist.get_rank() == 0:
-        torch.save(meta, os.path.join(tmp, "meta.pt"))
         old = directory + ".old"
         if os.path.exists(directory):
             if os.path.exists(old):          # left by a kill during its removal below; `directory` is the whole one

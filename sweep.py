@@ -30,6 +30,10 @@ A grid is a Python file that sets some of these names (only `students` is requir
     alphas    = [0.1, 0.3, 1.0]      # or per teacher: {"t96": [0.1, 0.3], ...}
     seeds     = [43, 44]             # student seeds (teachers keep their config's seed)
     variants  = {"": {}}             # named override sets crossed with every KD run, e.g. {"T2": dict(temperature=2.0)}
+    caches    = {"top16": dict(method="top-k", k=16, train=dict(top_k=16))}   # teacher_cache.py settings (+ the
+                                     # train.py options its students add): each teacher runs once into
+                                     # cache_<t>_<c>, and every KD run of that teacher is repeated from it,
+                                     # named <s>_<t>_a<α>_<c>[_<variant>]_s<seed>, no teacher model loaded
     baselines = {"": {}}             # no-teacher runs per student and seed: "" = plain LM training,
                                      # e.g. {"ls0.1": dict(label_smoothing=0.1)} for the smoothing control; {} = none
     evals     = {"loss": "--tasks loss"}   # eval.py arguments; each writes <run>/eval_<key>.json
@@ -59,8 +63,10 @@ from configurator import read_config_file
 from sweep_report import collect, eval_path, read_json, write_report  # noqa: F401 (the report, its own file)
 
 REPO = os.path.dirname(os.path.abspath(__file__))
-GRID_KEYS = {"name", "out_root", "common", "teachers", "students", "pairs", "alphas", "seeds", "variants",
+GRID_KEYS = {"name", "out_root", "common", "teachers", "students", "pairs", "alphas", "seeds", "variants", "caches",
              "baselines", "evals", "include", "slurm", "report_dir"}
+# the grid's common settings a teacher cache takes too (they decide which windows and targets it holds)
+CACHE_COMMON = ("data_dir", "tokenizer", "tokenizer_path", "block_size", "temperature", "device")
 SLURM_DEFAULTS = dict(nodes=1, gpus_per_node=8, cpus_per_task=64, time="24:00:00", partition="", account="",
                       setup=[], extra=[], port=29500, signal_before_end_s=300)
 
@@ -79,7 +85,7 @@ def check_names(grid, path):
     """Every name a grid gives (its own, teachers, students, variants, baselines, evals) is a safe name; ""
     stays allowed where it means "none" (the plain variant or baseline)."""
     named = [("name", grid["name"])]
-    for key in ("teachers", "students", "variants", "baselines", "evals"):
+    for key in ("teachers", "students", "variants", "baselines", "evals", "caches"):
         named += [(key, n) for n in grid.get(key, {}) if not (n == "" and key in ("variants", "baselines"))]
     for key, n in named:
         if not isinstance(n, str) or not SAFE_NAME.fullmatch(n):
@@ -180,6 +186,22 @@ def expand(grid, out_root=None):
         teachers[t] = hf_teacher(t, entry) if "hf" in entry else make(
             f"teacher_{t}", "teacher", entry, {}, student="", teacher=t, alpha=None, variant="")
     runs = list(teachers.values())
+    # caches: each teacher's targets written once (teacher_cache.py), after it is trained, before its students
+    caches = {}   # (teacher, cache name) -> (the cache run, the train.py options its students add)
+    for t, teacher in teachers.items():
+        for c, c_entry in grid.get("caches", {}).items():
+            c_entry = dict(c_entry)
+            train_opts = c_entry.pop("train", {})
+            out_dir = os.path.join(root, f"cache_{t}_{c}")
+            common = {k: v for k, v in grid.get("common", {}).items() if k in CACHE_COMMON}
+            run = dict(name=f"cache_{t}_{c}", kind="cache", config="", out_dir=out_dir, deps=[teacher["name"]],
+                       overrides={**common, **c_entry, "out": out_dir,
+                                  "teacher_ckpt": teacher.get("hf") or os.path.join(teacher["out_dir"], "ckpt.pt"),
+                                  "teacher_model": "" if "hf" in teacher else teacher["model"]},
+                       slurm={**SLURM_DEFAULTS, **grid.get("slurm", {})}, model=teacher["model"], student="",
+                       teacher=t, alpha=None, variant=c, seed=None, readers=0)
+            caches[(t, c)] = (run, train_opts)
+            runs.append(run)
 
     students = grid["students"]
     pairs = grid.get("pairs") or [(t, s) for s in students for t in teachers]
@@ -215,6 +237,18 @@ def expand(grid, out_root=None):
                                   "teacher_model": "" if "hf" in teacher else teacher["model"]}, **meta)
                         r["deps"] = [teacher["name"]]
                         runs.append(r)
+                    for c, v, v_over in ((c, v, v_over) for c in grid.get("caches", {}) for v, v_over in variants.items()):
+                        cache, train_opts = caches[(t, c)]
+                        variant = c + (f"_{v}" if v else "")
+                        meta = dict(student=s, teacher=t, alpha=float(alpha), seed=seed, variant=variant)
+                        if not include(dict(meta)):
+                            continue
+                        r = make(f"{s}_{t}_a{alpha:g}_{variant}_s{seed}", "student", s_entry,
+                                 {**v_over, **train_opts, "alpha": float(alpha), "seed": seed, "teacher_ckpt": "",
+                                  "teacher_model": "", "teacher_cache": cache["out_dir"]}, **meta)
+                        r["deps"] = [cache["name"]]
+                        cache["readers"] += 1
+                        runs.append(r)
     for r in runs:
         if r["name"] in seen:
             raise GridError(f"two runs are both named {r['name']}; give variants/baselines distinct names")
@@ -234,16 +268,27 @@ def select(runs, only):
 
 # ---- done-ness and commands -----------------------------------------------------------------------
 
+def done_file(run):
+    """What a finished run leaves last: train.py's final.json, teacher_cache.py's summary.json."""
+    return os.path.join(run["out_dir"], "summary.json" if run["kind"] == "cache" else "final.json")
+
+
 def train_done(run):
-    """Trained: final.json is there (a Hugging Face teacher is trained already)."""
-    return "hf" in run or read_json(os.path.join(run["out_dir"], "final.json")) is not None
+    """Trained: final.json (teacher_cache.py: summary.json) is there (a Hugging Face teacher is trained already)."""
+    return "hf" in run or read_json(done_file(run)) is not None
+
+
+def run_evals(run, evals):
+    return {} if run["kind"] == "cache" else evals
 
 
 def run_done(run, evals):
-    return train_done(run) and all(read_json(eval_path(run, k)) is not None for k in evals)
+    return train_done(run) and all(read_json(eval_path(run, k)) is not None for k in run_evals(run, evals))
 
 
 def train_args(run):
+    if run["kind"] == "cache":   # (resumes by itself: shards already written are kept)
+        return ["teacher_cache.py"] + [cli_arg(k, v) for k, v in run["overrides"].items()]
     return ["train.py", run["config"]] + [cli_arg(k, v) for k, v in run["overrides"].items()] + ["--resume=True"]
 
 
@@ -272,7 +317,7 @@ def run_local(runs, evals, jobs=1, launcher=None, poll=0.5):
         steps = []
         if not train_done(r):
             steps.append(("train", launcher + train_args(r), None))
-        for key, args in evals.items():
+        for key, args in run_evals(r, evals).items():
             if read_json(eval_path(r, key)) is None:
                 tmp = eval_path(r, key) + ".tmp"
                 steps.append((f"eval {key}", launcher + eval_args(r, args, tmp), (tmp, eval_path(r, key))))
@@ -391,12 +436,12 @@ def sbatch_script(run, evals, grid_name, log_dir):
               f"export OMP_NUM_THREADS={max(1, s['cpus_per_task'] // s['gpus_per_node'])}", ""]
     if "hf" not in run:   # a Hugging Face teacher is only evaluated
         lines += ["# train (a rerun resumes from the run's ckpt.pt)",
-                  f"if [ ! -s {shlex.quote(out)}/final.json ]; then",
+                  f"if [ ! -s {shlex.quote(done_file(run))} ]; then",
                   f"  srun torchrun --nnodes=$SLURM_NNODES --nproc_per_node={s['gpus_per_node']} --rdzv-backend=c10d "
                   f"--rdzv-endpoint=$head:{s['port']} --rdzv-id=$SLURM_JOB_ID \\",
                   "    " + shlex.join(train_args(run)),
                   "fi"]
-    for key, args in evals.items():
+    for key, args in run_evals(run, evals).items():
         final, tmp = eval_path(run, key), eval_path(run, key) + ".tmp"
         lines += [f"# eval {key}, on one node",
                   f"if [ ! -s {shlex.quote(final)} ]; then",
@@ -427,7 +472,7 @@ def write_slurm(runs, evals, grid_name, slurm_dir):
         with open(path, "w") as f:
             f.write(sbatch_script(r, evals, grid_name, log_dir))
         os.chmod(path, 0o755)
-        outputs = [os.path.join(r["out_dir"], "final.json")] * ("hf" not in r) + [eval_path(r, k) for k in evals]
+        outputs = [done_file(r)] * ("hf" not in r) + [eval_path(r, k) for k in run_evals(r, evals)]
         name = shlex.quote(r["name"])   # (a safe name already: check_names; quoted all the same)
         submit += [f"if complete {' '.join(shlex.quote(o) for o in outputs)}; then",
                    f"  echo {shlex.quote('skip ' + r['name'] + ' (complete)')}",
@@ -473,11 +518,15 @@ def main(argv=None):
         for r in runs:
             status = "done" if run_done(r, evals) else "trained" if train_done(r) else "todo"
             print(f"{r['name']} [{status}]" + (f" after {', '.join(r['deps'])}" if r["deps"] else ""))
+            if r["kind"] == "cache":
+                print(f"  teacher {r['teacher']} runs once here; {r['readers']} student(s) train from this cache "
+                      "without loading it")
             if "hf" not in r:
                 print("  " + shlex.join(["python"] + train_args(r)))
-            for key, e in evals.items():
+            for key, e in run_evals(r, evals).items():
                 print("  " + shlex.join(["python"] + eval_args(r, e, eval_path(r, key))))
-        print(f"{len(runs)} runs ({sum(r['kind'] == 'teacher' for r in runs)} teachers), "
+        print(f"{len(runs)} runs ({sum(r['kind'] == 'teacher' for r in runs)} teachers"
+              + (f", {sum(r['kind'] == 'cache' for r in runs)} teacher caches" if grid.get("caches") else "") + "), "
               f"{sum(run_done(r, evals) for r in runs)} done")
         return
     if args.slurm:

@@ -20,6 +20,7 @@ with the same identity (resume), and refuses a folder that holds another cache's
 Writes nothing until it has checked that the free space holds every shard this rank will write.
 """
 
+import json
 import os
 import shutil
 import sys
@@ -235,8 +236,18 @@ def main(argv):
             {"ids": ids, "counts": counts_np}
         write_shard(os.path.join(out, SHARD_NAME.format(j)), {**identity, "shard": j, "unit_start": u0, "unit_end": u1},
                     arrays)
-    if rank == 0:
-        print(f"teacher_cache: wrote {out} in {(time.time() - t0) / 60:.1f} min", flush=True)
+    if ddp:
+        dist.barrier()   # every rank's shards on disk before rank 0 measures them
+    if rank == 0:   # written last: sweep.py counts the cache done when it exists
+        on_disk = sum(os.path.getsize(os.path.join(out, SHARD_NAME.format(j))) for j in range(n_shards))
+        summary = dict(method=method, k=kk, value_dtype=value_dtype, n_vocab=n_vocab, tokens=n_units * T,
+                       bytes=on_disk, bytes_per_token=on_disk / (n_units * T), minutes_rank0=(time.time() - t0) / 60,
+                       world_size=world_size)
+        with open(os.path.join(out, "summary.json.tmp"), "w") as f:
+            json.dump(summary, f, indent=2)
+        os.replace(os.path.join(out, "summary.json.tmp"), os.path.join(out, "summary.json"))
+        print(f"teacher_cache: wrote {out} ({on_disk / 1e6:.1f} MB, {summary['bytes_per_token']:.1f} B/token) "
+              f"in {summary['minutes_rank0']:.1f} min", flush=True)
     if ddp:
         exit_cleanly(0)
 

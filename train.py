@@ -187,7 +187,8 @@ if teacher_ckpt:
 torch.manual_seed(seed)  # here, after the teacher is built, so the student's init doesn't depend on having one
 # FSDP: built on the meta device and sharded before any weight exists, then each rank's shards initialised to
 # the values GPT(model_cfg) would hold (parallel.build_sharded); before the optimizer, so it holds the shards
-raw_model = build_sharded(model_cfg, device) if fsdp else GPT(model_cfg).to(device)
+compute_dtype = None if dtype == "float32" else getattr(torch, dtype)
+raw_model = build_sharded(model_cfg, device, compute_dtype) if fsdp else GPT(model_cfg).to(device)
 raw_model.activation_checkpointing = activation_checkpointing
 if fsdp and teacher is not None and fsdp_teacher:
     apply_fsdp(teacher)
@@ -227,7 +228,6 @@ top_k_count = resolve_top_k(top_k, n_vocab)   # round(p·V), as the paper; check
 loss_options = dict(temperature=temperature, vocab_size=model_cfg.vocab_size if loss_all_rows else n_vocab,
                     kl=kd_loss, top_k=top_k_count,
                     top_k_variant=top_k_variant, label_smoothing=label_smoothing, jsd_beta=jsd_beta)
-compute_dtype = None if dtype == "float32" else getattr(torch, dtype)
 
 
 def alpha_at(it):
@@ -358,7 +358,7 @@ while True:
     except TokenFileError as e:   # an id past the vocabulary: say which file and where, not an IndexError
         fail(f"training data: {e}")
     divisors = micro_step_weights([b[1] for b in batches], world_size,
-                                  all_reduce=sum_over_ranks if ddp and packing else None)
+                                  all_reduce=sum_over_ranks if ddp else None)   # (unpacked too: else d = accum/W)
     for micro, batch in enumerate(batches):
         x, y, *docs = (t.to(device, non_blocking=True) for t in batch)   # docs: segment ids, positions if packing
         set_grad_sync(student, micro == grad_accum_steps - 1)  # communicate once per step, not per micro-step

@@ -4,6 +4,7 @@ previous checkpoint stays whole; new files respect the umask like any other file
 `ckpt_sharded.old` (a kill during its removal) does not block later sharded saves.
 """
 
+import contextlib
 import errno
 import os
 import re
@@ -76,20 +77,26 @@ def test_a_full_disk_is_a_one_line_error_and_the_previous_checkpoint_stays(tmp_p
     assert_previous_is_whole(tmp_path, path)
 
 
-def test_a_file_size_limit_is_reported_the_same_way(tmp_path):
+@contextlib.contextmanager
+def file_size_limit(nbytes):
     """The kernel's own error, not a simulated one: RLIMIT_FSIZE with SIGXFSZ ignored makes write() fail (EFBIG)."""
-    path = tmp_path / "ckpt.pt"
-    save_checkpoint(str(path), ckpt(1))
     old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, old_limit[1]))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, old_limit[1]))
     try:
-        with pytest.raises(CheckpointError, match=r"could not write .*ckpt.pt: File too large \(EFBIG\); it needs "
-                                                  r"about [\d,.]+ MB and [\d,.]+ MB are free in .*; the previous"):
-            save_checkpoint(str(path), ckpt(2))
+        yield
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
         signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def test_a_file_size_limit_is_reported_the_same_way(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(str(path), ckpt(1))
+    with file_size_limit(1_000_000), pytest.raises(
+            CheckpointError, match=r"could not write .*ckpt.pt: File too large \(EFBIG\); it needs about [\d,.]+ MB "
+                                   r"and [\d,.]+ MB are free in .*; the previous"):
+        save_checkpoint(str(path), ckpt(2))
     assert_previous_is_whole(tmp_path, path)
 
 
@@ -102,7 +109,8 @@ def test_checkpoints_respect_the_umask(tmp_path, umask):
             pass
     finally:
         os.umask(old)
-    assert os.stat(tmp_path / "ckpt.pt").st_mode & 0o777 == 0o666 & ~umask == os.stat(tmp_path / "other").st_mode & 0o777
+    mode = os.stat(tmp_path / "ckpt.pt").st_mode & 0o777
+    assert mode == 0o666 & ~umask == os.stat(tmp_path / "other").st_mode & 0o777
 
 
 @pytest.fixture
@@ -131,6 +139,27 @@ def test_a_leftover_old_sharded_checkpoint_does_not_block_saves(tmp_path, one_pr
         assert load_sharded(directory, model, optimizer)["step"] == 3
 
 
+def test_a_full_disk_during_a_sharded_save_is_a_one_line_error(tmp_path, one_process_group):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1000, MB * 250)   # 4 MB of weights, 12 MB with AdamW's moments
+    optimizer = torch.optim.AdamW(model.parameters())
+    directory = str(tmp_path / "ckpt_sharded")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        save_sharded(directory, model, optimizer, {"step": 1})
+        before = {name: os.path.getsize(os.path.join(directory, name)) for name in os.listdir(directory)}
+        with file_size_limit(1_000_000), pytest.raises(CheckpointError) as e:
+            save_sharded(directory, model, optimizer, {"step": 2})
+        assert "\n" not in str(e.value)
+        assert re.fullmatch(r"could not write .*ckpt_sharded.tmp: File too large \(EFBIG\); it needs about [\d,.]+ MB "
+                            r"and [\d,.]+ MB are free in .*; the previous checkpoint there is left unchanged",
+                            str(e.value)), str(e.value)
+        assert 12 <= reported_mb(str(e.value)) <= 12.1   # weights and both moments, 4 MB each (+ 4 kB of biases)
+        assert sorted(os.listdir(tmp_path)) == ["ckpt_sharded", "store"]   # the partial one removed
+        assert {name: os.path.getsize(os.path.join(directory, name)) for name in os.listdir(directory)} == before
+        assert load_sharded(directory, model, optimizer)["step"] == 1
+
+
 def test_the_size_counts_shared_storage_once():
     w = torch.zeros(1000)
-    assert checkpoint._tensor_bytes({"a": w, "b": [w, w[:10]], "c": (torch.zeros(10, dtype=torch.int8), 3)}) == 4010
+    assert checkpoint.tensor_bytes({"a": w, "b": [w, w[:10]], "c": (torch.zeros(10, dtype=torch.int8), 3)}) == 4010

@@ -104,8 +104,8 @@ def test_an_index_naming_shards_outside_the_folder_is_refused(folder, tmp_path):
         other.mkdir()
         shutil.copy(folder / "config.json", other / "config.json")
         (other / hf_checkpoint.INDEX).write_text(json.dumps({"weight_map": {k: shard for k in names}}))
-        refused(other, rf"model.safetensors.index.json: weight_map puts '[\w.]+' in '{re.escape(shard)}'; a shard must be a "
-                       r"\.safetensors file inside the folder")
+        refused(other, rf"model.safetensors.index.json: weight_map puts '[\w.]+' in '{re.escape(shard)}'; "
+                       r"a shard must be a \.safetensors file inside the folder")
     # control: the same index naming a copy inside the folder loads it
     shutil.copy(outside, other / "model.safetensors")
     (other / hf_checkpoint.INDEX).write_text(json.dumps({"weight_map": {k: "model.safetensors" for k in names}}))

@@ -276,3 +276,80 @@ def test_student_from_a_full_cache_trains_as_the_online_student(small_run):
     r = subprocess.run([sys.executable, "train.py", *common, f"--teacher_cache={out}", "--temperature=2.0",
                         f"--out_dir={tmp / 'bad'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "temperature: cache 1.0, run 2.0" in r.stderr
+
+
+# ---- sweep.py: one cache per teacher, every student of it reads the cache ---------------------------------
+
+def test_sweep_grid_trains_each_teachers_students_from_one_cache(tmp_path, capsys):
+    import sweep
+    grid = tmp_path / "g.py"
+    grid.write_text("""
+common = dict(device="cpu", block_size=64, learning_rate=1e-3, data_dir="d")
+teachers = {"a": dict(config="configs/tiny_teacher.py")}
+students = {"s": dict(config="configs/tiny_student.py")}
+alphas = [0.2, 0.5]
+seeds = [43, 44]
+caches = {"top4": dict(method="top-k", k=4, train=dict(top_k=4)), "smp8": dict(method="sampled", k=8)}
+evals = {"loss": "--tasks loss"}
+""")
+    runs = sweep.expand(sweep.load_grid(str(grid)))
+    caches = [r for r in runs if r["kind"] == "cache"]
+    assert [r["name"] for r in caches] == ["cache_a_top4", "cache_a_smp8"] and all(r["deps"] == ["teacher_a"] for r in caches)
+    args = sweep.train_args(caches[0])
+    assert args[0] == "teacher_cache.py" and "--k=4" in args and "--block_size=64" in args and "--data_dir=d" in args
+    assert "--learning_rate=0.001" not in args and "--teacher_ckpt=out/g/teacher_a/ckpt.pt" in args
+    r = next(r for r in runs if r["name"] == "s_a_a0.5_top4_s44")
+    assert r["deps"] == ["cache_a_top4"] and r["overrides"]["teacher_cache"] == caches[0]["out_dir"]
+    assert r["overrides"]["teacher_ckpt"] == "" and r["overrides"]["top_k"] == 4
+    assert "top_k" not in next(r for r in runs if r["name"] == "s_a_a0.5_smp8_s44")["overrides"]
+    assert "s_a_a0.5_s44" in [r["name"] for r in runs]            # the online-KD students stay
+    assert len(runs) == 1 + 2 + 2 * (1 + 2 * 3)
+    assert sweep.run_evals(caches[0], {"loss": ""}) == {} and sweep.done_file(caches[0]).endswith("summary.json")
+    sweep.main([str(grid), "--dry"])
+    plan = capsys.readouterr().out
+    assert "teacher a runs once here; 4 student(s) train from this cache" in plan and "2 teacher caches" in plan
+
+
+@pytest.mark.slow
+def test_cache_under_torchrun_ddp_and_resume(small_run):
+    """torchrun: 2 ranks write the same sampled cache, byte for byte, as one process. Training from it, 2 ranks ×
+    batch 4 follow the 1-process batch-8 curve (the same windows, so the same cached rows; only the gradient's
+    summation order differs: the rounding bound is test_train's LOSS_RTOL 1e-5), and a run SIGKILLed after step 4
+    and resumed from its step-3 checkpoint reproduces the straight run exactly (same machine, same threads)."""
+    tmp = small_run["tmp"]
+    one, two = str(tmp / "one"), str(tmp / "two")
+    build(small_run, one, "--method=sampled", "--k=8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "teacher_cache.py", f"--teacher_ckpt={small_run['ckpt']}", f"--data_dir={small_run['data']}",
+                        f"--out={two}", f"--block_size={BLOCK}", "--device=cpu", "--units_per_shard=10", "--batch_size=4",
+                        "--method=sampled", "--k=8"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for j in range(4):
+        with open(os.path.join(one, SHARD_NAME.format(j)), "rb") as a, open(os.path.join(two, SHARD_NAME.format(j)), "rb") as b:
+            assert a.read() == b.read(), j
+
+    common = [f"--data_dir={small_run['data']}", f"--block_size={BLOCK}", f"--batch_tokens={8 * BLOCK}", "--model=tiny-64",
+              "--max_iters=6", "--eval_interval=3", "--eval_iters=1", "--device=cpu", "--optim=sgd", "--learning_rate=0.05",
+              "--warmup_frac=0.0", "--alpha=0.5", "--log_interval=1", f"--teacher_cache={one}"]
+    run_train(*common, "--batch_size=8", f"--out_dir={tmp / 'single'}")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+                        *common, "--batch_size=4", f"--out_dir={tmp / 'ddp'}"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    single, ddp = losses(tmp / "single"), losses(tmp / "ddp")
+    assert len(single) == len(ddp) == 6
+    assert all(abs(a - b) <= 1e-5 * abs(a) + 1e-7 for a, b in zip(single, ddp)), (single, ddp)
+
+    killed = tmp / "killed"
+    r = subprocess.run([sys.executable, "train.py", *common, "--batch_size=8", f"--out_dir={killed}"], cwd=REPO,
+                       env={**env, "NANOKD_TEST_SIGNAL": "SIGKILL@4"}, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    r = run_train(*common, "--batch_size=8", f"--out_dir={killed}", "--resume=True")
+    assert "resumed" in r.stdout
+    curve = {}
+    with open(killed / "log.jsonl") as f:
+        for rec in map(json.loads, f):
+            if "loss" in rec:
+                curve[rec["step"]] = rec["loss"]   # the resumed run's records of steps 4.. replace the killed run's
+    assert [curve[s] for s in sorted(curve)] == single
