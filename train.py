@@ -215,6 +215,15 @@ def lr_at(it):
     return learning_rate * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+def next_batch():
+    """The next micro-batch from the loader; on a GPU in pinned memory, so its copy to the device is asynchronous."""
+    try:
+        x, y = train_loader.next_batch()
+    except TokenFileError as e:   # an id past the vocabulary: say which file and where, not an IndexError
+        fail(f"training data: {e}")
+    return (x.pin_memory(), y.pin_memory()) if device_type == "cuda" else (x, y)
+
+
 def run_eval():
     try:   # FSDP: every rank takes part in every forward, so each evaluates all batches
         return evaluate_splits(raw_model, data_dir, batch_size=batch_size, block_size=block_size, n_vocab=n_vocab,
@@ -227,7 +236,7 @@ def run_eval():
 def save(tag=""):
     meta = {"model_config": asdict(model_cfg), "tokenizer": tokenizer, "tokenizer_state": tokenizer_state,
             "n_vocab": n_vocab, "config": config,
-            "step": step, "tokens_seen": tokens_seen, "data_state": train_loader.state_dict(), "git_commit": run_log.commit,
+            "step": step, "tokens_seen": tokens_seen, "data_state": data_state(), "git_commit": run_log.commit,
             "rng": rng_state()}
     if fsdp:  # shards to resume from, and the gathered weights as the usual single file for eval/export/teachers
         save_sharded(sharded_dir, raw_model, optimizer, meta)
@@ -265,6 +274,18 @@ flops_per_step = batch_tokens * (raw_model.flops_per_token(block_size) +
 peak = plan.peak_flops(device) * world_size
 t_start, t_last, step_last, tokens_at_start = time.time(), time.time(), step, tokens_seen
 t_run, first_step, loss_f = time.time(), step, None
+# The host waits for the GPU once a step, at its very end: every kernel of the step (optimizer included) is
+# queued first, then the next step's first batch is read into pinned memory while the GPU works, and only then
+# are the step's numbers read and checked. So a non-finite step is caught before anything is saved (the
+# weights it produced are never checkpointed), and a checkpoint records the loader's position before that
+# prefetched batch.
+prefetched, prefetch_state = None, None
+
+
+def data_state():
+    return prefetch_state if prefetched is not None else train_loader.state_dict()
+
+
 while step < total_iters:
     if step % eval_interval == 0 and step > 0:
         ev = run_eval()
@@ -277,10 +298,8 @@ while step < total_iters:
         group["lr"] = lr
     sums = torch.zeros(4, device=device)  # loss, ce, kd averaged over micro-steps; a stop flag
     for micro in range(grad_accum_steps):
-        try:
-            x, y = train_loader.next_batch()
-        except TokenFileError as e:   # an id past the vocabulary: say which file and where, not an IndexError
-            fail(f"training data: {e}")
+        x, y = prefetched if prefetched is not None else next_batch()
+        prefetched = None
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         set_grad_sync(student, micro == grad_accum_steps - 1)  # communicate once per step, not per micro-step
         loss, ce, kd = micro_batch_loss(student, raw_model.lm_head, x, y, alpha_now, teacher=teacher_fwd,
@@ -291,17 +310,24 @@ while step < total_iters:
     sums[3] = float(bool(stop_requested))
     if ddp:
         dist.all_reduce(sums, op=dist.ReduceOp.AVG)  # the flag rides along: all ranks stop at the same step
-    loss_f, ce_f, kd_f, stop_flag = sums.tolist()
-    if not math.isfinite(loss_f):
-        # the checkpoint on disk is from the last eval of a finite run; leave it alone
-        fail(f"loss is {loss_f} at step {step} (ce {ce_f}, kd {kd_f}); stopping. "
-             f"The last good checkpoint is {ckpt_path} if one was saved.")
-    grad_norm = full(torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)).item()
-    if not math.isfinite(grad_norm):
-        fail(f"gradient norm is {grad_norm} at step {step} (loss {loss_f}); stopping before it reaches the weights. "
-             f"The last good checkpoint is {ckpt_path} if one was saved.")
+    grad_norm = full(torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip))   # (on the device)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    numbers = torch.cat([sums, grad_norm.reshape(1).float()]).to("cpu", non_blocking=True)
+    if device_type == "cuda":
+        step_done = torch.cuda.Event()
+        step_done.record()
+    if step + 1 < total_iters:
+        prefetch_state, prefetched = train_loader.state_dict(), next_batch()
+    if device_type == "cuda":
+        step_done.synchronize()   # the one wait of the step
+    loss_f, ce_f, kd_f, stop_flag, grad_norm = numbers.tolist()
+    if not (math.isfinite(loss_f) and math.isfinite(grad_norm)):
+        # the checkpoint on disk is from the last eval of a finite run; leave it alone (the weights this step
+        # made are never saved)
+        fail(f"{'loss' if not math.isfinite(loss_f) else 'gradient norm'} is "
+             f"{loss_f if not math.isfinite(loss_f) else grad_norm} at step {step} (loss {loss_f}, ce {ce_f}, "
+             f"kd {kd_f}, grad norm {grad_norm}); stopping. The last good checkpoint is {ckpt_path} if one was saved.")
     step += 1
     tokens_seen += batch_tokens
     record({"step": step, "loss": loss_f, "ce": ce_f, "kd": kd_f, "lr": lr, "alpha": alpha_now, "grad_norm": grad_norm})
