@@ -354,12 +354,20 @@ while step < total_iters:
 
 final = run_eval()
 log("final: " + " | ".join(f"{k} {v:.4f}" for k, v in final.items()))
+# measured peak beside plan.py's estimate of it (bench/gpu_check.sh's smoke run reports both)
+peak_memory = torch.cuda.max_memory_allocated(device) if device_type == "cuda" else None
+plan_memory = plan.memory_bytes(raw_model, teacher, batch_size * block_size, n_vocab, parallel=parallel,
+                                world_size=world_size, fsdp_teacher=fsdp_teacher,
+                                checkpointing=activation_checkpointing, loss_impl=loss_impl)["total"]
+if peak_memory is not None:
+    log(f"peak memory {peak_memory / 2**30:.2f} GiB allocated (plan.py estimated {plan_memory / 2**30:.2f} GiB)")
 record({"step": step, "eval": final})
 save()
 if master:
     with open(os.path.join(out_dir, "final.json"), "w") as f:
         json.dump({"step": step, "tokens_seen": tokens_seen, "eval": final, "train_loss": loss_f,
-                   "minutes": (time.time() - t_run) / 60}, f, indent=2)
+                   "minutes": (time.time() - t_run) / 60, "peak_memory_bytes": peak_memory,
+                   "plan_memory_bytes": plan_memory}, f, indent=2)
 # the numbers a KD run is compared by, as the wandb run's summary
 run_log.finish({"loss": loss_f, "ce": ce_f, "kd": kd_f, "alpha": alpha_at(step), "temperature": temperature,
                 "teacher": teacher_ckpt or "none", **{f"eval/{k}": v for k, v in final.items()}})
