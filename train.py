@@ -247,6 +247,33 @@ def sum_over_ranks(t):
     t.copy_(on_device.cpu())
 
 
+def draw_step():
+    """The step's micro-batches (on a GPU in pinned memory, so their copies to it are asynchronous), the teacher
+    cache's targets for each, and each one's loss divisor: the step's loss is divided by the tokens all of its
+    micro-batches score, on every rank (packing pads rows)."""
+    try:
+        batches, cached = [], []
+        for _ in range(grad_accum_steps):
+            batch = train_loader.next_batch()
+            batches.append(tuple(t.pin_memory() for t in batch) if device_type == "cuda" else batch)
+            cached.append(kd_cache.targets(train_loader.last_windows, device) if kd_cache else None)
+    except CacheError as e:
+        fail(str(e))
+    except TokenFileError as e:   # an id past the vocabulary: say which file and where, not an IndexError
+        fail(f"training data: {e}")
+    divisors = micro_step_weights([b[1] for b in batches], world_size,
+                                  all_reduce=sum_over_ranks if ddp else None)   # (unpacked too: else d = accum/W)
+    return batches, cached, divisors
+
+
+def check_finite(numbers, step):
+    """Stop, naming the last good checkpoint, when a step's loss or gradient norm is not finite."""
+    loss_f, ce_f, kd_f, _, grad_norm = numbers
+    if not (math.isfinite(loss_f) and math.isfinite(grad_norm)):
+        what = f"loss is {loss_f}" if not math.isfinite(loss_f) else f"gradient norm is {grad_norm}"
+        fail(f"{what} at step {step} (ce {ce_f}, kd {kd_f}, grad norm {grad_norm}); stopping. {last_good()}")
+
+
 def run_eval():
     try:   # FSDP: every rank takes part in every forward, so each evaluates all batches
         return evaluate_splits(raw_model, data_dir, batch_size=batch_size, block_size=block_size, n_vocab=n_vocab,
@@ -327,6 +354,18 @@ peak = plan.peak_flops(device) * world_size
 t_start, t_last, step_last, tokens_at_start = time.time(), time.time(), step, tokens_seen
 t_run, first_step, stop_flag = time.time(), step, 0.0
 loss_f = ce_f = kd_f = None
+# The host waits for the device once a step, at its end: every kernel of the step (the optimizer's too) is queued
+# first, then the next step's batches are read into pinned memory while the device works, and only then are the
+# step's numbers read and checked. A step whose weights are to be checkpointed waits before its optimizer step
+# instead, so that the weights it saves have a finite loss and gradient norm (the rest are never saved).
+upcoming, upcoming_state = None, None   # the next step's batches, drawn at the end of the step before
+
+
+def data_state():
+    """The loader's position before the batches of the step about to run."""
+    return upcoming_state if upcoming is not None else train_loader.state_dict()
+
+
 while True:
     # The weights at `step` are checkpointed (every eval_interval steps, at the end, on a stop signal) only once
     # their evaluation, and the loss and gradient norm this step computes from them, are finite: a run that
@@ -340,25 +379,16 @@ while True:
         if not all(math.isfinite(v) for v in ev.values()):
             fail(f"evaluation at step {step} is not finite ({ev}); stopping. {last_good()}")
     if evaluate or last:
-        resume_state = train_loader.state_dict(), rng_state()   # before this step draws its batches
+        resume_state = data_state(), rng_state()   # before this step draws its batches
     if last:
         trained = loss_f, ce_f, kd_f   # the last step's, for final.json (this one is a check, not a step)
 
     lr, alpha_now = lr_at(step), alpha_at(step)
     for group in optimizer.param_groups:
         group["lr"] = lr
+    batches, cached, divisors = upcoming if upcoming is not None else draw_step()
+    upcoming = None
     sums = torch.zeros(4, device=device)  # loss, ce, kd over the step's scored tokens; a stop flag
-    try:   # the step's batches first: its loss is divided by the tokens all of them score (packing pads rows)
-        batches, cached = [], []
-        for _ in range(grad_accum_steps):
-            batches.append(train_loader.next_batch())
-            cached.append(kd_cache.targets(train_loader.last_windows, device) if kd_cache else None)
-    except CacheError as e:
-        fail(str(e))
-    except TokenFileError as e:   # an id past the vocabulary: say which file and where, not an IndexError
-        fail(f"training data: {e}")
-    divisors = micro_step_weights([b[1] for b in batches], world_size,
-                                  all_reduce=sum_over_ranks if ddp else None)   # (unpacked too: else d = accum/W)
     for micro, batch in enumerate(batches):
         x, y, *docs = (t.to(device, non_blocking=True) for t in batch)   # docs: segment ids, positions if packing
         set_grad_sync(student, micro == grad_accum_steps - 1)  # communicate once per step, not per micro-step
@@ -372,19 +402,25 @@ while True:
     sums[3] = float(bool(stop_requested))
     if ddp:
         dist.all_reduce(sums, op=dist.ReduceOp.AVG)  # the flag rides along: all ranks stop at the same step
-    loss_f, ce_f, kd_f, stop_flag = sums.tolist()
-    if not math.isfinite(loss_f):
-        fail(f"loss is {loss_f} at step {step} (ce {ce_f}, kd {kd_f}); stopping. {last_good()}")
-    grad_norm = full(torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)).item()
-    if not math.isfinite(grad_norm):
-        fail(f"gradient norm is {grad_norm} at step {step} (loss {loss_f}); stopping before it reaches the weights. "
-             f"{last_good()}")
-    if evaluate or last:
-        save(*resume_state, " (stop requested)" if stop_flag else "")
+    grad_norm = full(torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip))   # (on the device)
+    numbers = torch.cat([sums, grad_norm.reshape(1).float()])
+    if evaluate or last:   # these weights are saved: their loss and gradient norm must be known to be finite
+        check_finite(numbers.tolist(), step)
+        save(*resume_state, " (stop requested)" if stop_requested else "")
         if last:
             break
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    numbers = numbers.to("cpu", non_blocking=True)
+    if device_type == "cuda":
+        step_done = torch.cuda.Event()
+        step_done.record()
+    upcoming_state = train_loader.state_dict()
+    upcoming = draw_step()
+    if device_type == "cuda":
+        step_done.synchronize()   # the one wait of the step
+    loss_f, ce_f, kd_f, stop_flag, grad_norm = numbers.tolist()
+    check_finite((loss_f, ce_f, kd_f, stop_flag, grad_norm), step)   # (the weights this step made are never saved)
     step += 1
     tokens_seen += batch_tokens
     record({"step": step, "loss": loss_f, "ce": ce_f, "kd": kd_f, "lr": lr, "alpha": alpha_now, "grad_norm": grad_norm})
@@ -410,10 +446,18 @@ if step < total_iters:   # stopped by a signal, and checkpointed
         exit_cleanly(143)
     sys.exit(143)
 final, (loss_f, ce_f, kd_f) = ev, trained
+# the measured peak beside plan.py's estimate of it (bench/gpu_check.sh's smoke run reports both)
+peak_memory = torch.cuda.max_memory_allocated(device) if device_type == "cuda" else None
+plan_memory = plan.memory_bytes(raw_model, teacher, batch_size * block_size, n_vocab, parallel=parallel,
+                                world_size=world_size, fsdp_teacher=fsdp_teacher,
+                                checkpointing=activation_checkpointing, loss_impl=loss_impl)["total"]
+if peak_memory is not None:
+    log(f"peak memory {peak_memory / 2**30:.2f} GiB allocated (plan.py estimated {plan_memory / 2**30:.2f} GiB)")
 if master:
     with open(os.path.join(out_dir, "final.json"), "w") as f:
         json.dump({"step": step, "tokens_seen": tokens_seen, "eval": final, "train_loss": loss_f,
-                   "minutes": (time.time() - t_run) / 60}, f, indent=2)
+                   "minutes": (time.time() - t_run) / 60, "peak_memory_bytes": peak_memory,
+                   "plan_memory_bytes": plan_memory}, f, indent=2)
 # the numbers a KD run is compared by, as the wandb run's summary
 run_log.finish({"loss": loss_f, "ce": ce_f, "kd": kd_f, "alpha": alpha_at(step), "temperature": temperature,
                 "teacher": teacher_ckpt or "none", **{f"eval/{k}": v for k, v in final.items()}})

@@ -1,55 +1,42 @@
 #!/usr/bin/env bash
-# The first GPU run of fused_kd.py, in one script, for a machine with one CUDA GPU (written for an H100/H200).
-# It installs nothing and uses whatever torch and triton are there (checked against torch 2.11 / triton 3.6 by
-# reading and by compiling the kernel with triton 3.6, see the API notes at the end of this header):
-#   0. preflight: python3 (or $PYTHON, else python), torch, triton, the device, and the torch APIs the CUDA
-#      path needs (bf16 x bf16 -> fp32 GEMM via torch.mm(out_dtype=), addmm accumulating into fp32);
-#   1. the GPU tests, skip reasons printed (-rs): tests/test_fused_kd.py on the GPU (the Triton kernel
-#      compiled, against the reference, fp32 and bf16, training shapes) and, at the same time on the CPU
-#      (it uses no GPU), tests/test_triton_compile.py (ahead-of-time sm_80/sm_90 compile, zero spills);
-#   2. the headline benchmark, bf16, N=16384, H_s=2048, V in {50304, 128256}, H_t in {1024, 4096}: the fused
-#      loss (Triton; and its torch fallback) vs the full-logit reference vs the four matmuls alone (the floor),
-#      interleaved rounds, one process per case;
-#   3. Liger-Kernel's LigerFusedLinearJSDLoss(beta=0) on the same cases, if liger_kernel is importable (its own
-#      process per case: its torch.compile is the slowest, least predictable part);
-#   4. with SWEEP=1 only, and only with budget left: the kernel's launch shape and chunk size on one case.
-# Results: one JSON per case and a summary JSON (device, date, torch/triton versions, each test file's
-# pass/fail, and per case the fused time / floor time as a % of the matmul floor, goal >= 80%, beside % of the
-# bf16 peak) plus logs, all in $OUT (default bench/results).
+# The first minutes on a lent GPU, in one script, for a machine with one CUDA GPU (written for an H100/H200).
+# It installs nothing and uses whatever torch and triton are there. In order, each step under a timeout clamped
+# to what is left of BUDGET (a step with under MIN_STEP s left is skipped and marked so; one hang costs its own
+# timeout, never the run):
+#   0. preflight, ~20 s, fail fast: nvidia-smi; torch, triton, the device, the torch APIs the CUDA path needs
+#      (bf16 x bf16 -> fp32 GEMM via torch.mm(out_dtype=), addmm into fp32); a one-line Triton kernel JIT-compiled
+#      and launched (Triton needs a C compiler and Python headers at its first launch); the TF32 override
+#      variables (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE, NVIDIA_TF32_OVERRIDE) as this machine sets them;
+#   1. the GPU tests: tests/test_fused_kd.py on the GPU (the Triton kernel against the reference, fp32 pinned
+#      to IEEE by tests/conftest.py, and bf16). No CPU-only tests here: they ran before the GPU was lent;
+#   2. loss benchmarks, bf16, N=16384: V=128,256 with H_s = H_t = 4,096 and 1,024, and GPT-2's real shape,
+#      V=50,257 with H=768 (the fused loss vs the full-logit reference vs the four matmuls alone), one process
+#      per case, ~10-15 s each; Liger-Kernel beside them if installed (LIGER=0 skips it);
+#   3. the training smoke run (bench/smoke_run.py, ~90 s): train.py under torchrun with one GPU, FSDP then
+#      DDP, compile=True, the fused loss and a teacher, checkpoints, a resume, eval.py, a clean exit; peak
+#      memory (max_memory_allocated) beside plan.py's estimate. Its tiny data and teacher are made on a CPU
+#      beforehand (python bench/smoke_prepare.py bench/smoke_inputs) and carried; made here if missing;
+#   4. one training-step benchmark, 1B student / 160M teacher (bench/bench_step.py: MFU and the KD overhead,
+#      through train_step.micro_batch_loss, the code train.py runs);
+#   5. with SWEEP=1 only: the kernel's launch shape and chunk size on one case.
+# Everything lands in one JSON, $OUT/gpu_check_<device>_<date>.json (plus a JSON and a log per step), from which
+# `python bench/gpu_report.py THAT.json --readme README.md` writes the README's GPU section.
 #
-# Time, estimated for an H200 (bf16 GEMMs at ~700 TFLOP/s effective, HBM at ~3.5 TB/s effective):
-#   0. preflight                       10-20 s (a cold `import torch` on a fresh machine)        timeout 60 s
-#   1. test_fused_kd.py on the GPU     30-60 s (Triton JIT of ~20 kernel variants, 4 training-     timeout 150 s
-#                                      shape cases at V=128256 with their full-logit references)
-#      test_triton_compile.py (CPU)    15-25 s alongside (54 AOT compiles took 17 s on 2 cores)    timeout 150 s
-#   2. per case: python + torch import ~5 s, inputs drawn on the GPU < 1 s, warm-up (the first case JIT-compiles
-#      the kernel, ~3-5 s); the floor is 2·N·V·(H_t + 3·H_s) FLOPs = 1.2e13-4.3e13, i.e. 17 / 24 / 43 / 61 ms for
-#      (50304, 1024) / (50304, 4096) / (128256, 1024) / (128256, 4096); the fused loss ~1.2-1.7x that; the
-#      reference materialises [16384, V] fp32 logits (3.3 / 8.4 GB each) and makes ~15-25 passes over such
-#      tensors forward and backward: ~0.1-0.3 s a run. 7 rounds + warm-up + one memory run per contender:
-#      ~10-15 s a case, ~60 s for four                                                            timeout 75 s each
-#   3. Liger: its first torch.compile ~30-60 s, later cases reuse inductor's on-disk cache          timeout 90 s each
-#   Total ~150-250 s. Every step's timeout is also clamped to what is left of BUDGET (default 285 s, leaving the
-#   summary's few seconds inside 5 minutes), and a step with under MIN_STEP s left is skipped and marked so: one
-#   hang costs its own timeout, never the run.
-#
-# Knobs (environment): OUT, PYTHON, BUDGET (s), REPEATS (rounds, default 7), CASES ("V:H_t ..."), N, H_S,
-#   TESTS_GPU / TESTS_CPU (pytest targets; empty = none), LIGER=0 (skip Liger), SWEEP=1, and
-#   DRY=1: the same control flow on this CPU with tiny shapes in fp32 (N=256, H_s=64, CASES="512:32 1024:64",
-#   results in /tmp/nanokd_gpu_check_dry unless OUT is set), to prove the steps, flags and JSON end to end on a
-#   machine without a GPU (tests/test_gpu_check.py runs it).
-#   bash bench/gpu_check.sh                   # on the GPU machine
-#   DRY=1 bash bench/gpu_check.sh             # anywhere
+# Knobs (environment): OUT, PYTHON, BUDGET (s, default 420), REPEATS (rounds, default 7), CASES ("V:H ..."),
+#   N, SMOKE_INPUTS, SMOKE_COMPILE, SMOKE_MODEL, SMOKE=0 / STEP=0 (skip steps 3 / 4), STEP_ARGS (bench_step.py's arguments),
+#   TESTS_GPU (pytest targets; empty = none), LIGER=0, SWEEP=1, and
+#   DRY=1: the same sequence on this CPU with tiny shapes in fp32 (N=256, CASES="512:32", the smoke run on CPU
+#   without compile unless SMOKE_COMPILE=True, bench_step on the tiny config; results in /tmp/nanokd_gpu_check_dry
+#   unless OUT is set), to prove the steps, flags and JSON end to end on a machine without a GPU
+#   (tests/test_gpu_check.py runs it).
+#   python bench/smoke_prepare.py bench/smoke_inputs && bash bench/gpu_check.sh   # on the GPU machine
+#   DRY=1 bash bench/gpu_check.sh                                                # anywhere
 #
 # API notes (what the CUDA path calls, and since when): torch.mm/addmm(..., out_dtype=torch.float32) with out=
-# exist from torch 2.8 (the mm.dtype_out/addmm.dtype_out overloads); addmm with an fp32 `self` and bf16 matrices
-# was fixed for torch 2.10 (pytorch PR 167931), and fused_kd._accumulate_fp32 probes it and falls back to an
-# fp32-out GEMM plus an add (the summary records which). torch._assert_async(t, msg) is from 2.1;
-# torch.OutOfMemoryError is guarded in bench_loss.py. The kernel uses only triton.language basics
-# (program_id, load/store with masks, where, max/sum, exp/log, .to(int64)) and triton.next_power_of_2; it
-# compiles for sm_80/sm_90 without spills under triton 3.6.0 as under 3.7.1 (tests/test_triton_compile.py,
-# whose triton.knobs / ASTSource / GPUTarget / TRITON_DUMP_PTXAS_LOG all exist in 3.6). A torch older than 2.8
-# cannot run the bf16 path: preflight says so and the summary marks the cases failed.
+# exist from torch 2.8; addmm with an fp32 `self` and bf16 matrices was fixed for torch 2.10 (pytorch PR 167931),
+# and fused_kd._accumulate_fp32 probes it and falls back to an fp32-out GEMM plus an add (the summary records
+# which). The kernel compiles for sm_80/sm_90 without spills, with 4-wide vector loads at V=50,257
+# (tests/test_triton_compile.py).
 set -uo pipefail   # no -e: a failing step is recorded and the next one still runs
 cd "$(dirname "$0")/.." || exit 2
 
@@ -58,19 +45,24 @@ SWEEP=${SWEEP:-0}
 if [ "$DRY" = 1 ]; then
   OUT=${OUT:-${TMPDIR:-/tmp}/nanokd_gpu_check_dry}
   DEVICE=cpu; DTYPE=float32
-  N=${N:-256}; H_S=${H_S:-64}; CASES=${CASES-"512:32 1024:64"}; REPEATS=${REPEATS:-5}
+  N=${N:-256}; CASES=${CASES-"512:32"}; REPEATS=${REPEATS:-5}
   MIN_STEP=${MIN_STEP:-5}
+  SMOKE_COMPILE=${SMOKE_COMPILE:-False}; SMOKE_MODEL=${SMOKE_MODEL:-tiny-64}
+  STEP_ARGS=${STEP_ARGS-"configs/tiny_student.py --device=cpu --batch_size=2 --block_size=32 --rounds=2 --warmup=1"}
 else
   OUT=${OUT:-bench/results}
   DEVICE=cuda; DTYPE=bfloat16
-  N=${N:-16384}; H_S=${H_S:-2048}; CASES=${CASES-"50304:1024 50304:4096 128256:1024 128256:4096"}; REPEATS=${REPEATS:-7}
+  N=${N:-16384}; CASES=${CASES-"128256:4096 128256:1024 50257:768"}; REPEATS=${REPEATS:-7}
   MIN_STEP=${MIN_STEP:-20}
+  SMOKE_COMPILE=${SMOKE_COMPILE:-True}; SMOKE_MODEL=${SMOKE_MODEL:-gpt2-20m}
+  STEP_ARGS=${STEP_ARGS-"configs/student_1b_teacher_160m.py --batch_size=8 --compile=True --rounds=5"}
 fi
-if [ "$SWEEP" = 1 ]; then BUDGET=${BUDGET:-600}; else BUDGET=${BUDGET:-285}; fi
+if [ "$SWEEP" = 1 ]; then BUDGET=${BUDGET:-720}; else BUDGET=${BUDGET:-420}; fi
 RESERVE=10   # seconds kept for the summary
 TESTS_GPU=${TESTS_GPU-tests/test_fused_kd.py}
-TESTS_CPU=${TESTS_CPU-tests/test_triton_compile.py}
 LIGER=${LIGER:-1}
+SMOKE=${SMOKE:-1}   # 0: no smoke run
+STEP=${STEP:-1}     # 0: no bench_step
 mkdir -p "$OUT"
 
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
@@ -116,15 +108,25 @@ run_step() {
   return 0
 }
 
-echo "== gpu_check: DRY=$DRY device=$DEVICE dtype=$DTYPE N=$N H_s=$H_S cases=[$CASES] repeats=$REPEATS budget=${BUDGET}s out=$OUT python=$PY"
+echo "== gpu_check: DRY=$DRY device=$DEVICE dtype=$DTYPE N=$N cases=[$CASES] repeats=$REPEATS budget=${BUDGET}s out=$OUT python=$PY"
+if command -v nvidia-smi >/dev/null 2>&1 && [ "$DRY" != 1 ]; then
+  tmo 15 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem,power.limit,temperature.gpu \
+    --format=csv > "$prefix.nvidia-smi.csv" 2>&1 || true
+  cat "$prefix.nvidia-smi.csv"
+fi
+# DRY: the Triton launch in the preflight runs in Triton's CPU interpreter
+PRE_INTERPRET=0; [ "$DRY" = 1 ] && PRE_INTERPRET=1
 
 # 0. preflight: versions and the APIs the CUDA path calls; exits 1 (recorded) when the device can't run the benchmark
-run_step preflight 60 "$prefix.preflight.log" env DEVICE="$DEVICE" PREFLIGHT_JSON="$prefix.preflight.json" "$PY" - <<'EOF'
+run_step preflight 60 "$prefix.preflight.log" env DEVICE="$DEVICE" PREFLIGHT_JSON="$prefix.preflight.json" \
+    TRITON_INTERPRET="$PRE_INTERPRET" "$PY" - <<'EOF'
 import json, os, platform, sys
+# as this machine sets them, before anything reads them
+tf32_env = {k: os.environ.get(k) for k in ("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "NVIDIA_TF32_OVERRIDE")}
 import torch
 dev = os.environ["DEVICE"]
 info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-        "cuda_available": torch.cuda.is_available(), "problems": []}
+        "cuda_available": torch.cuda.is_available(), "tf32_override_env": tf32_env, "problems": []}
 try:
     import triton
     info["triton"] = triton.__version__
@@ -171,6 +173,23 @@ if dev == "cuda":
             info["problems"].append("no triton: the fused loss would run its torch fallback only")
 else:
     info["device"] = "cpu (dry run)"
+if info["triton"]:   # one tiny kernel, JIT-compiled and launched: a C compiler and Python headers are needed here
+    try:
+        import triton
+        import triton.language as tl
+
+        @triton.jit
+        def add_one(p, n, BLOCK: tl.constexpr):
+            offs = tl.arange(0, BLOCK)
+            tl.store(p + offs, tl.load(p + offs, mask=offs < n) + 1.0, mask=offs < n)
+        x = torch.zeros(8, device=dev)
+        add_one[(1,)](x, 8, BLOCK=8)
+        info["triton_launch"] = bool((x == 1).all())
+        if not info["triton_launch"]:
+            info["problems"].append("a one-line Triton kernel ran but gave wrong numbers")
+    except Exception as e:   # noqa: BLE001
+        info["triton_launch"] = False
+        info["problems"].append(f"a one-line Triton kernel failed to compile or launch: {type(e).__name__}: {e}")
 print(json.dumps(info, indent=1))
 json.dump(info, open(os.environ["PREFLIGHT_JSON"], "w"), indent=1)
 for p in info["problems"]:
@@ -179,66 +198,62 @@ sys.exit(1 if info["problems"] else 0)
 EOF
 preflight_ok=$(awk -F'\t' '$1 == "preflight" {print $2}' "$STEPS")
 
-if command -v nvidia-smi >/dev/null 2>&1 && [ "$DRY" != 1 ]; then
-  tmo 15 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem,power.limit,temperature.gpu \
-    --format=csv > "$prefix.nvidia-smi.csv" 2>&1 || true
-fi
-
 if [ "$preflight_ok" = ok ]; then
-  # 1. tests: the GPU file in the foreground, the CPU-only AOT compile alongside it (it never touches the GPU)
+  # 1. the GPU tests (no CPU-only tests in the GPU's minutes)
   stepname() { basename "$1" | sed 's/\.py//; s/[^A-Za-z0-9_.-]/-/g'; }   # tests/a.py::t -> a--t
   have_pytest=1
   "$PY" -c "import pytest" 2>/dev/null || { have_pytest=0; echo "== tests: pytest is not installed here: tests not run"; }
-  if [ "$have_pytest" = 1 ]; then
-    bg_pids=()
-    for t in $TESTS_CPU; do
-      b=$(stepname "$t")
-      ( run_step "pytest:$b" 150 "$prefix.$b.log" "$PY" -m pytest -p no:cacheprovider -rs --junitxml="$prefix.$b.xml" "$t" \
-          > /dev/null ) &
-      bg_pids+=($!)
-    done
-    for t in $TESTS_GPU; do
-      b=$(stepname "$t")
+  for t in $TESTS_GPU; do
+    b=$(stepname "$t")
+    if [ "$have_pytest" = 1 ]; then
       run_step "pytest:$b" 150 "$prefix.$b.log" "$PY" -m pytest -p no:cacheprovider -rs --junitxml="$prefix.$b.xml" "$t"
-    done
-    for p in ${bg_pids[@]+"${bg_pids[@]}"}; do wait "$p"; done
-    for t in $TESTS_CPU; do
-      b=$(stepname "$t")
-      echo "== pytest:$b (ran alongside): $(awk -F'\t' -v n="pytest:$b" '$1 == n {print $2 " (rc " $3 ", " $4 "s)"}' "$STEPS")"
-      tail -n 3 "$prefix.$b.log"
-    done
-  else
-    for t in $TESTS_GPU $TESTS_CPU; do
-      printf '%s\tmissing\t-\t0\t-\n' "pytest:$(stepname "$t")" >> "$STEPS"
-    done
-  fi
-
-  # 2. the headline benchmark, one process per case
-  note="bench/gpu_check.sh DRY=$DRY"
-  for c in $CASES; do
-    V=${c%%:*}; H_t=${c##*:}
-    run_step "bench:V${V}_Ht${H_t}" 75 "$prefix.bench_V${V}_Ht${H_t}.log" \
-      "$PY" bench/bench_loss.py --device="$DEVICE" --dtype="$DTYPE" --N="$N" --V="$V" --H_s="$H_S" --H_t="$H_t" \
-      --repeats="$REPEATS" --contenders=reference,triton,torch,floor --note="$note" \
-      --out="$OUT/loss_${tag}_${day}_V${V}_Ht${H_t}.json"
+    else
+      printf '%s\tmissing\t-\t0\t-\n' "pytest:$b" >> "$STEPS"
+    fi
   done
 
-  # 3. Liger, where installed: its own process per case, after every case of ours has its figures
+  # 2. the loss benchmarks, one process per case (H_s = H_t = H)
+  note="bench/gpu_check.sh DRY=$DRY"
+  for c in $CASES; do
+    V=${c%%:*}; H=${c##*:}
+    run_step "bench:V${V}_H${H}" 75 "$prefix.bench_V${V}_H${H}.log" \
+      "$PY" bench/bench_loss.py --device="$DEVICE" --dtype="$DTYPE" --N="$N" --V="$V" --H_s="$H" --H_t="$H" \
+      --repeats="$REPEATS" --contenders=reference,triton,torch,floor --note="$note" \
+      --out="$OUT/loss_${tag}_${day}_V${V}_H${H}.json"
+  done
+
+  # 3. the training smoke run: its inputs made on a CPU beforehand, or here if they were not carried
+  SMOKE_INPUTS=${SMOKE_INPUTS:-bench/smoke_inputs}
+  if [ "$SMOKE" = 1 ]; then
+    if [ ! -f "$SMOKE_INPUTS/teacher/ckpt.pt" ]; then
+      run_step smoke_prepare 60 "$prefix.smoke_prepare.log" "$PY" bench/smoke_prepare.py "$SMOKE_INPUTS"
+    fi
+    run_step smoke 180 "$prefix.smoke.log" "$PY" bench/smoke_run.py --inputs "$SMOKE_INPUTS" --device="$DEVICE" \
+      --compile="$SMOKE_COMPILE" --model="$SMOKE_MODEL" --out="$prefix.smoke.json"
+  fi
+
+  # 4. one training step, 1B student / 160M teacher: MFU and the KD overhead
+  if [ "$STEP" = 1 ]; then
+    # shellcheck disable=SC2086  # (STEP_ARGS is a list of words)
+    run_step bench_step 150 "$prefix.bench_step.log" "$PY" bench/bench_step.py $STEP_ARGS --out="$prefix.bench_step.json"
+  fi
+
+  # Liger, where installed: its own process per case, after everything of ours has its figures
   if [ "$LIGER" != 0 ] && "$PY" -c "import liger_kernel" 2>/dev/null; then
     for c in $CASES; do
-      V=${c%%:*}; H_t=${c##*:}
-      run_step "liger:V${V}_Ht${H_t}" 90 "$prefix.liger_V${V}_Ht${H_t}.log" \
-        "$PY" bench/bench_loss.py --device="$DEVICE" --dtype="$DTYPE" --N="$N" --V="$V" --H_s="$H_S" --H_t="$H_t" \
+      V=${c%%:*}; H=${c##*:}
+      run_step "liger:V${V}_H${H}" 90 "$prefix.liger_V${V}_H${H}.log" \
+        "$PY" bench/bench_loss.py --device="$DEVICE" --dtype="$DTYPE" --N="$N" --V="$V" --H_s="$H" --H_t="$H" \
         --repeats="$REPEATS" --contenders=liger,floor --note="$note" \
-        --out="$OUT/loss_${tag}_${day}_V${V}_Ht${H_t}_liger.json"
+        --out="$OUT/loss_${tag}_${day}_V${V}_H${H}_liger.json"
     done
   else
     echo "== liger: not installed (or LIGER=0): skipped"
   fi
 
-  # 4. SWEEP=1: launch shape and chunk size on the largest case (fused and floor only)
+  # 5. SWEEP=1: launch shape and chunk size on the first case (fused and floor only)
   if [ "$SWEEP" = 1 ]; then
-    c=${CASES##* }; V=${c%%:*}; H_t=${c##*:}
+    c=${CASES%% *}; V=${c%%:*}; H=${c##*:}; H_S=$H; H_t=$H
     for bv in 1024 2048 4096; do
       for nw in 4 8 16; do
         run_step "sweep:bv${bv}_nw${nw}" 60 "$prefix.sweep_bv${bv}_nw${nw}.log" \
@@ -261,7 +276,7 @@ fi
 
 # the summary: everything above, read back from the step table and the JSON files
 SUMMARY="$prefix.json"
-STEPS="$STEPS" SUMMARY="$SUMMARY" PREFIX="$prefix" OUTDIR="$OUT" TAG="$tag" DAY="$day" CASES="$CASES" N="$N" H_S="$H_S" \
+STEPS="$STEPS" SUMMARY="$SUMMARY" PREFIX="$prefix" OUTDIR="$OUT" TAG="$tag" DAY="$day" CASES="$CASES" N="$N" \
 DTYPE="$DTYPE" DRY="$DRY" BUDGET="$BUDGET" ELAPSED="$SECONDS" "$PY" - <<'EOF'
 import datetime, json, os, re, subprocess
 E = os.environ
@@ -310,11 +325,11 @@ for s in steps:
 GOAL = 80.0
 cases = []
 for c in E["CASES"].split():
-    V, Ht = (int(x) for x in c.split(":"))
-    path = os.path.join(E["OUTDIR"], f"loss_{E['TAG']}_{E['DAY']}_V{V}_Ht{Ht}.json")
+    V, H = (int(x) for x in c.split(":"))
+    path = os.path.join(E["OUTDIR"], f"loss_{E['TAG']}_{E['DAY']}_V{V}_H{H}.json")
     d = load(path)
-    case = {"N": int(E["N"]), "V": V, "H_s": int(E["H_S"]), "H_t": Ht, "dtype": E["DTYPE"], "json": path,
-            "step": by.get(f"bench:V{V}_Ht{Ht}", {}).get("status")}
+    case = {"N": int(E["N"]), "V": V, "H_s": H, "H_t": H, "dtype": E["DTYPE"], "json": path,
+            "step": by.get(f"bench:V{V}_H{H}", {}).get("status")}
     if d:
         r = d["results"]
         fused = "triton" if "triton" in r else ("torch" if "torch" in r else None)
@@ -338,13 +353,13 @@ for c in E["CASES"].split():
             "addmm_fp32_accumulate": d.get("addmm_fp32_accumulate"),
         })
         case["meets_goal"] = case["fused_pct_of_floor"] is not None and case["fused_pct_of_floor"] >= GOAL
-    lg = load(os.path.join(E["OUTDIR"], f"loss_{E['TAG']}_{E['DAY']}_V{V}_Ht{Ht}_liger.json"))
+    lg = load(os.path.join(E["OUTDIR"], f"loss_{E['TAG']}_{E['DAY']}_V{V}_H{H}_liger.json"))
     if lg and "liger" in lg["results"]:
         L = lg["results"]["liger"]
         case.update({"liger_time_s": L["time_median_s"], "liger_pct_of_floor": 100 * L["floor_fraction_median"],
                      "liger_peak_extra_gib": L["peak_extra_bytes"] and L["peak_extra_bytes"] / 2**30})
-    elif f"liger:V{V}_Ht{Ht}" in by:
-        case["liger_step"] = by[f"liger:V{V}_Ht{Ht}"]["status"]
+    elif f"liger:V{V}_H{H}" in by:
+        case["liger_step"] = by[f"liger:V{V}_H{H}"]["status"]
     cases.append(case)
 
 try:
@@ -358,7 +373,8 @@ summary = {
     "python": pre.get("python"), "torch": pre.get("torch"), "cuda": pre.get("cuda"), "triton": pre.get("triton"),
     "liger_kernel": pre.get("liger_kernel"), "capability": pre.get("capability"), "memory_gib": pre.get("memory_gib"),
     "api": {k: pre.get(k) for k in ("mm_out_dtype_fp32", "addmm_fp32_accumulate", "top_level_OutOfMemoryError")},
-    "problems": pre.get("problems"),
+    "problems": pre.get("problems"), "tf32_override_env": pre.get("tf32_override_env"),
+    "triton_launch": pre.get("triton_launch"),
     "budget_s": int(E["BUDGET"]), "elapsed_s": int(E["ELAPSED"]),
     "tests": {k: {kk: v[kk] for kk in ("result", "summary_line", "passed", "failed", "skipped", "error", "errors",
                                         "seconds", "skip_reasons", "log")} for k, v in tests.items()},
@@ -368,6 +384,8 @@ summary = {
     "cases": cases,
     "all_cases_measured": len(measured) == len(cases),
     "all_cases_meet_goal": bool(measured) and len(measured) == len(cases) and all(c["meets_goal"] for c in measured),
+    "smoke": load(E["PREFIX"] + ".smoke.json"),
+    "bench_step": load(E["PREFIX"] + ".bench_step.json"),
     "steps": steps,
 }
 json.dump(summary, open(E["SUMMARY"], "w"), indent=1)
@@ -401,7 +419,7 @@ rc_summary=$?
 
 # exit status: 0 only if the preflight passed, every test file ran and passed, and every case was measured
 status=0
-awk -F'\t' '$1 ~ /^(preflight|pytest:|bench:)/ && $2 != "ok" {bad=1} END {exit bad}' "$STEPS" || status=1
+awk -F'\t' '$1 ~ /^(preflight|pytest:|bench:|smoke|bench_step)/ && $2 != "ok" {bad=1} END {exit bad}' "$STEPS" || status=1
 [ "$rc_summary" = 0 ] || status=1
 echo "done in ${SECONDS}s: results in $OUT ($([ $status = 0 ] && echo 'all steps ok' || echo 'SOME STEPS FAILED: see the summary'))"
 exit $status
