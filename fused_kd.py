@@ -35,6 +35,7 @@ FSDP: the weights are arguments, so a caller passes a gathered full weight
 (train.py does); nothing here reads a module's parameter behind its back.
 """
 
+import contextlib
 import math
 import os
 
@@ -59,6 +60,7 @@ except ImportError:  # CPU-only installs: the torch implementation below needs n
 # holds this shape to zero spills and >= 2 teacher programs per SM.
 TRITON_BLOCK_V = 2048
 TRITON_NUM_WARPS = 8
+ROW_ALIGN = 16   # elements: the [C, V] buffers' row stride is a multiple of this (row_buffer)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -68,12 +70,15 @@ if HAS_TRITON:  # (the kernel's annotations need triton.language)
     @triton.jit
     def _kd_ce_rows_kernel(
             s_ptr, t_ptr, g_ptr, y_ptr, n_valid_ptr, ce_ptr, kd_ptr,
-            stride_s, stride_t, stride_g, V, ignore_index,
+            stride_s, stride_t, stride_g, V, V_pad, ignore_index,
             inv_T, ce_w, kd_w, T2,
             HAS_TEACHER: tl.constexpr, T_IS_ONE: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK_V: tl.constexpr):
         """One program per row. s, t: fp32 logits [rows, V] (t is only read with a teacher).
         Writes ce and kd for the row (0 when ignored) and, if WRITE_GRAD, dL/ds to g (which may be s itself:
-        each element is read before it is overwritten, by the same thread)."""
+        each element is read before it is overwritten, by the same thread).
+        Rows hold V_pad ≥ V columns (a multiple of 16, as are the strides: see row_buffer), the ones past V
+        zeros. Loads and stores run to V_pad, so the compiler may vectorise them (an odd V as the mask's bound
+        would make every access scalar); the columns past V are excluded from the math, and get dL/ds = 0."""
         row = tl.program_id(0).to(tl.int64)
         s_row = s_ptr + row * stride_s
         t_row = t_ptr + row * stride_t
@@ -101,19 +106,20 @@ if HAS_TRITON:  # (the kernel's annotations need triton.language)
         acc = tl.zeros([BLOCK_V], dtype=tl.float32)
         for start in range(0, V, BLOCK_V):
             cols = start + offs
-            mask = cols < V
-            # masked lanes load 0 (so differences stay finite there) and are sent to −inf for the sums. Both
-            # loads are issued before the first reduction, so their memory latencies overlap.
+            mask = cols < V_pad
+            in_vocab = cols < V
+            # lanes past V hold or load 0 (so differences stay finite there) and are sent to −inf for the sums.
+            # Both loads are issued before the first reduction, so their memory latencies overlap.
             s = tl.load(s_row + cols, mask=mask, other=0.0)
             if HAS_TEACHER:
                 t = tl.load(t_row + cols, mask=mask, other=0.0)
-            s_m = tl.where(mask, s, float("-inf"))
+            s_m = tl.where(in_vocab, s, float("-inf"))
             ms_new = tl.maximum(m_s, tl.max(s_m, 0))
             z_s = z_s * tl.exp(m_s - ms_new) + tl.exp(s_m - ms_new)
             if not T_IS_ONE:
                 z_sT = z_sT * tl.exp((m_s - ms_new) * inv_T) + tl.exp((s_m - ms_new) * inv_T)
             if HAS_TEACHER:
-                t_m = tl.where(mask, t, float("-inf"))
+                t_m = tl.where(in_vocab, t, float("-inf"))
                 mt_new = tl.maximum(m_t, tl.max(t_m, 0))
                 rescale = tl.exp((m_t - mt_new) * inv_T)
                 e = tl.exp((t_m - mt_new) * inv_T)
@@ -154,8 +160,8 @@ if HAS_TRITON:  # (the kernel's annotations need triton.language)
                     inv_z_sT = 1.0 / z_sT
             for start in range(0, V, BLOCK_V):
                 cols = start + offs
-                mask = cols < V
-                s = tl.load(s_row + cols, mask=mask, other=float("-inf"))   # masked lanes: p = q = 0
+                mask = cols < V_pad
+                s = tl.load(s_row + cols, mask=mask, other=0.0)
                 p = tl.exp(s - m_s) * inv_z_s
                 g = ce_scale * p
                 if HAS_TEACHER:
@@ -163,27 +169,50 @@ if HAS_TRITON:  # (the kernel's annotations need triton.language)
                         pT = p
                     else:
                         pT = tl.exp((s - m_s) * inv_T) * inv_z_sT
-                    t = tl.load(t_row + cols, mask=mask, other=float("-inf"))
+                    t = tl.load(t_row + cols, mask=mask, other=0.0)
                     q = tl.exp((t - m_t) * inv_T) * inv_z_t
                     g += kd_scale * (pT - q)
+                g = tl.where(cols < V, g, 0.0)   # the padding columns stay 0 when g is s
                 g = tl.where(cols == y, g - ce_scale, g)
                 tl.store(g_row + cols, g.to(g_ptr.dtype.element_ty), mask=mask)
 
 
-def _rows_triton(S, Tb, G, y, n_valid, ce_out, kd_out, alpha, T, ignore_index, has_teacher, write_grad):
-    """The chunk's row math with the Triton kernel: ce/kd per row, and dL/ds (fully scaled) into G."""
+def row_buffer(rows, V, dtype, device):
+    """A [rows, V] buffer whose rows are ROW_ALIGN-element aligned: a view of [rows, V_pad], V_pad = V rounded up
+    to a multiple of ROW_ALIGN, the columns past V zero. At V = 50,257 (GPT-2) unpadded rows would start at odd
+    element offsets: the Triton kernel's loads could not be vector loads (ld.global.v4) and cuBLAS would get an
+    odd leading dimension. tests/test_triton_compile.py finds the vector loads in the kernel's sm_90 PTX."""
+    V_pad = -(-V // ROW_ALIGN) * ROW_ALIGN
+    buf = torch.empty(rows, V_pad, dtype=dtype, device=device)
+    buf[:, V:].zero_()
+    return buf[:, :V]
+
+
+def triton_launch(S, Tb, G, y, n_valid, ce_out, kd_out, alpha, T, ignore_index, has_teacher, write_grad):
+    """The kernel's grid, arguments and compile-time constants for one chunk (tests/test_triton_compile.py
+    compiles the kernel ahead of time from exactly these)."""
     c, V = S.shape
     Tb = Tb if has_teacher else S   # unused pointers still need a tensor
     G = G if write_grad else S
     ce_w = 1.0 - alpha if has_teacher else 1.0   # no teacher: plain CE, as in the reference
     kd_w = alpha * T if has_teacher else 0.0
+    V_pad = S.stride(0)
+    assert Tb.stride(0) == G.stride(0) == V_pad >= V and V_pad % ROW_ALIGN == 0, "buffers from row_buffer, please"
+    args = (S, Tb, G, y, n_valid, ce_out, kd_out, S.stride(0), Tb.stride(0), G.stride(0), V, V_pad, ignore_index,
+            1.0 / T, ce_w, kd_w, T * T)
     # (T_IS_ONE without a teacher: s/T has no use there, so its running sum is skipped)
-    _kd_ce_rows_kernel[(c,)](
-        S, Tb, G, y, n_valid, ce_out, kd_out,
-        S.stride(0), Tb.stride(0), G.stride(0), V, ignore_index,
-        1.0 / T, ce_w, kd_w, T * T,
-        HAS_TEACHER=has_teacher, T_IS_ONE=(T == 1.0 or not has_teacher), WRITE_GRAD=write_grad,
-        BLOCK_V=min(TRITON_BLOCK_V, triton.next_power_of_2(V)), num_warps=TRITON_NUM_WARPS)
+    consts = dict(HAS_TEACHER=has_teacher, T_IS_ONE=(T == 1.0 or not has_teacher), WRITE_GRAD=write_grad,
+                  BLOCK_V=min(TRITON_BLOCK_V, triton.next_power_of_2(V)))
+    return (c,), args, consts
+
+
+def _rows_triton(S, Tb, G, y, n_valid, ce_out, kd_out, alpha, T, ignore_index, has_teacher, write_grad):
+    """The chunk's row math with the Triton kernel: ce/kd per row, and dL/ds (fully scaled) into G."""
+    grid, args, consts = triton_launch(S, Tb, G, y, n_valid, ce_out, kd_out, alpha, T, ignore_index, has_teacher,
+                                       write_grad)
+    # Triton launches on the current CUDA device: make it the tensors' (a caller's current device may be another)
+    with torch.cuda.device(S.device) if S.is_cuda else contextlib.nullcontext():
+        _kd_ce_rows_kernel[grid](*args, **consts, num_warps=TRITON_NUM_WARPS)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -250,16 +279,28 @@ def _rows_torch(S, Tb, W, y, valid, inv_n, ce_out, kd_out, alpha, T, has_teacher
 # ----------------------------------------------------------------------------------------------------
 # The chunk loop, shared by both implementations
 
+# Rows per gradient GEMM on CUDA, from arithmetic intensity. Each chunk of C rows ends with
+#     dW_s[V, H] += dS[C, V].T @ X[C, H]      2·V·C·H FLOPs,
+# which reads and writes the fp32 accumulator dW_s (8·V·H bytes) and reads dS (2·C·V bytes, bf16): about
+# C·H / (4·H + C) ≈ C/4 FLOPs per byte while C ≪ 4·H, whatever V and nearly whatever H. To be limited by the
+# tensor cores rather than by HBM, C/4 must reach the GPU's ridge point, peak bf16 FLOP/s ÷ bandwidth:
+# 989e12 / 3.35e12 ≈ 295 FLOP/B on an H100 SXM (PCIe 756/2.0 ≈ 378, NVL 835/3.9 ≈ 214, H200 989/4.8 ≈ 206),
+# so C ≥ 4 × 378 ≈ 1,500 rows covers them all. 256 rows (chunked_loss.py's old choice at V=128,256) reach
+# 64 FLOP/B: the dW GEMM there is memory-bound by ~4.6× on an H100 SXM. 2,048 rows give 512 FLOP/B, with
+# room for the dS read and the GEMM's own inefficiency at the edges. (dX = dS @ W_s reads W_s, 2·V·H bytes, for
+# 2·V·C·H FLOPs: C FLOP/B, compute-bound from C ≈ 300; the logit GEMMs write fp32 [C, V]: ≈ H/2 FLOP/B for
+# large C, which no chunk size changes.) The price is memory: this file holds S, Tb (fp32) and G (bf16) of
+# [C, V], 10·C·V bytes = 2.6 GB at V=128,256 (plan.py counts it).
+GEMM_ROWS_CUDA = 2048
+
+
 def _default_chunk_size(N, V, device):
     if device.type == "cuda":
-        # One fp32 [C, V] buffer up to 512 MiB: large C keeps the dW matmul (K = C) efficient, since it
-        # reads and writes the fp32 [V, H] accumulator once per chunk. V=50304 -> 2048, V=128256 -> 1024.
-        C = 2 ** int(math.log2(max(1, (512 << 20) // (4 * V))))
-        C = max(256, min(C, 8192))
+        C = GEMM_ROWS_CUDA
     else:
-        # On CPU the matmuls want a few hundred rows to reuse each weight row well (fewer re-read the
-        # weights from DRAM too often), while the three [C, V] buffers stay a small fraction of the naive
-        # loss's memory (1/30 at V=50304 with 256 rows).
+        # A CPU's ridge point is ~10-30 FLOP/B (≈1 TFLOP/s fp32 over 50-100 GB/s), so 256 rows (64 FLOP/B)
+        # already keep the dW update compute-bound, while the three [C, V] buffers stay a small fraction of
+        # the naive loss's memory (1/30 at V=50304).
         C = 256
     return max(1, min(C, N))
 
@@ -321,8 +362,8 @@ def _fused_forward(x_s, w_s, labels, x_t, w_t, alpha, T, ignore_index, vocab_siz
     torch._assert_async(((y >= 0) & (y < V) | ~valid).all(), "fused_linear_kd_ce: a label is outside [0, vocab_size)")
 
     C = chunk_size or _default_chunk_size(N, V, dev)
-    S = torch.empty(C, V, device=dev, dtype=torch.float32)
-    Tb = torch.empty(C, V, device=dev, dtype=torch.float32) if has_teacher else None
+    S = row_buffer(C, V, torch.float32, dev)
+    Tb = row_buffer(C, V, torch.float32, dev) if has_teacher else None
     ce_rows = torch.empty(N, device=dev, dtype=torch.float32)
     kd_rows = torch.empty(N, device=dev, dtype=torch.float32)
     grad_x = torch.empty(N, H, device=dev, dtype=mm_dtype) if need_gx else None
@@ -330,9 +371,9 @@ def _fused_forward(x_s, w_s, labels, x_t, w_t, alpha, T, ignore_index, vocab_siz
     if impl == "triton":
         # fp32 matmuls read dS in place of S; bf16 ones read it from its own bf16 buffer, which the kernel
         # writes directly (rounding dS only after the fp32 subtraction p − q).
-        G = torch.empty(C, V, device=dev, dtype=mm_dtype) if write_grad and mm_dtype != torch.float32 else S
+        G = row_buffer(C, V, mm_dtype, dev) if write_grad and mm_dtype != torch.float32 else S
     else:
-        W = torch.empty(C, V, device=dev, dtype=torch.float32)
+        W = row_buffer(C, V, torch.float32, dev)
         inv_n = 1.0 / n_valid
 
     for i0 in range(0, N, C):

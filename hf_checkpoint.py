@@ -28,6 +28,7 @@ peaks at the model plus its largest tensor; no fp32 copy exists, on the host or 
 
 import json
 import os
+import re
 from dataclasses import asdict
 
 import torch
@@ -47,6 +48,16 @@ INDEX = "model.safetensors.index.json"
 
 class UnsupportedHFModel(ValueError):
     """A Hugging Face model nanokd's GPT cannot represent exactly (the message names the field)."""
+
+
+class BadHFFolder(ValueError):
+    """A Hugging Face folder whose files are unreadable or contradict each other (the message names file and field)."""
+
+
+# the config fields that size the model: positive integers (a float, a bool, 0 or a missing one is refused)
+SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+         "max_position_embeddings")
+OPTIONAL_SIZES = ("num_key_value_heads", "head_dim")   # absent or null: derived, as transformers derives them
 
 
 # ---- names ---------------------------------------------------------------------------------------
@@ -158,7 +169,11 @@ def _rope(config, where):
 def gpt_config_from_hf(config, where="config.json"):
     """A Hugging Face config (dict) -> GPTConfig, or UnsupportedHFModel naming the field it cannot honour."""
     model_type = config.get("model_type")
-    # fields first, so a MoE or biased variant of a known family is named by what it changes
+    # another family is named by its type (Gemma by model_type, not by its gelu); a MoE or biased variant of
+    # a known family by the field it changes
+    if model_type not in FAMILIES:
+        raise UnsupportedHFModel(f"{where}: model_type {model_type!r} is not a layout nanokd imports "
+                                 f"({', '.join(FAMILIES)})")
     for field in ("attention_bias", "mlp_bias"):
         if config.get(field):
             raise UnsupportedHFModel(f"{where}: {field}={config[field]}; nanokd's GPT has no biases")
@@ -171,9 +186,6 @@ def gpt_config_from_hf(config, where="config.json"):
         raise UnsupportedHFModel(f"{where}: hidden_act={act!r}; nanokd's MLP is SwiGLU (silu)")
     if config.get("quantization_config"):
         raise UnsupportedHFModel(f"{where}: quantization_config is set; nanokd loads unquantized weights only")
-    if model_type not in FAMILIES:
-        raise UnsupportedHFModel(f"{where}: model_type {model_type!r} is not a layout nanokd imports "
-                                 f"({', '.join(FAMILIES)})")
     config = {**DEFAULTS[model_type], **config}
     layer_types = config.get("layer_types") or []
     if any(t != "full_attention" for t in layer_types):
@@ -187,24 +199,45 @@ def gpt_config_from_hf(config, where="config.json"):
     architectures = config.get("architectures") or [FAMILIES[model_type][0]]
     if architectures != [FAMILIES[model_type][0]]:
         raise UnsupportedHFModel(f"{where}: architectures {architectures}; expected [{FAMILIES[model_type][0]!r}]")
+    for key in SIZES + OPTIONAL_SIZES:
+        value = config.get(key)
+        if key in OPTIONAL_SIZES and value is None:
+            continue
+        if key not in config or isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BadHFFolder(f"{where}: {f'{key}={value!r}' if key in config else f'{key} is missing'}; "
+                              f"it must be a positive integer")
     theta, scaling = _rope(config, where)
     n_head = config["num_attention_heads"]
-    return GPTConfig(
-        vocab_size=config["vocab_size"], block_size=config["max_position_embeddings"],
-        n_layer=config["num_hidden_layers"], n_embd=config["hidden_size"], n_head=n_head,
-        n_kv_head=config.get("num_key_value_heads") or n_head,
-        head_dim=config.get("head_dim") or config["hidden_size"] // n_head,
-        mlp_hidden=config["intermediate_size"], rope_theta=theta, norm_eps=config.get("rms_norm_eps", 1e-6),
-        tie_embeddings=bool(config.get("tie_word_embeddings", False)), qk_norm=FAMILIES[model_type][1],
-        rope_scaling=scaling)
+    try:
+        return GPTConfig(
+            vocab_size=config["vocab_size"], block_size=config["max_position_embeddings"],
+            n_layer=config["num_hidden_layers"], n_embd=config["hidden_size"], n_head=n_head,
+            n_kv_head=config.get("num_key_value_heads") or n_head,
+            head_dim=config.get("head_dim") or config["hidden_size"] // n_head,
+            mlp_hidden=config["intermediate_size"], rope_theta=theta, norm_eps=config.get("rms_norm_eps", 1e-6),
+            tie_embeddings=bool(config.get("tie_word_embeddings", False)), qk_norm=FAMILIES[model_type][1],
+            rope_scaling=scaling)
+    except AssertionError as e:   # GPTConfig's own consistency checks (GQA grouping, an even head_dim)
+        raise BadHFFolder(f"{where}: {e}") from e
 
 
 def _weight_files(folder):
-    """{hf name: shard path}, from the index or the single model.safetensors; never a pickle."""
+    """{hf name: shard path}, from the index or the single model.safetensors; never a pickle, never a file outside
+    the folder."""
     index = os.path.join(folder, INDEX)
     if os.path.isfile(index):
-        with open(index) as f:
-            weight_map = json.load(f)["weight_map"]
+        try:
+            with open(index) as f:
+                weight_map = json.load(f)["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise BadHFFolder(f"{index}: no readable weight_map ({type(e).__name__}: {e})") from e
+        if not isinstance(weight_map, dict):
+            raise BadHFFolder(f"{index}: weight_map is a {type(weight_map).__name__}, not a mapping")
+        for name, shard in weight_map.items():
+            if not isinstance(shard, str) or os.path.isabs(shard) or os.pardir in shard.replace("\\", "/").split("/") \
+                    or not shard.endswith(".safetensors"):
+                raise BadHFFolder(f"{index}: weight_map puts {name!r} in {shard!r}; a shard must be a .safetensors "
+                                  f"file inside the folder")
         return {k: os.path.join(folder, v) for k, v in weight_map.items()}
     single = os.path.join(folder, "model.safetensors")
     if not os.path.isfile(single):
@@ -212,24 +245,52 @@ def _weight_files(folder):
         raise FileNotFoundError(f"{folder} has no model.safetensors or {INDEX}" + (
             f"; {', '.join(sorted(pickles))} are pickles, which can run code when loaded, and are never read: "
             f"convert them to safetensors on a machine you trust" if pickles else ""))
-    from safetensors import safe_open
-    with safe_open(single, "pt") as f:
-        return {k: single for k in f.keys()}
+    return {k: single for k in _header(single)}
 
 
-def _shape(path, name):
+def _header(path):
+    """{name: shape} from a safetensors file's header, which safetensors checks against the file's size."""
     from safetensors import safe_open
-    with safe_open(path, "pt") as f:
-        return tuple(f.get_slice(name).get_shape())
+    try:
+        with safe_open(path, "pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:   # SafetensorError (a header that lies about its size or offsets), OSError
+        raise BadHFFolder(f"{path}: not a readable safetensors file ({type(e).__name__}: "
+                          f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'})") from e
+
+
+def read_hf_folder(folder):
+    """(config.json's dict, GPTConfig, {hf name: (shard path, shape)}), all checked against each other before any
+    model is built: the weights' names and shapes come from the safetensors headers, nothing is loaded."""
+    where = os.path.join(folder, "config.json")
+    try:
+        with open(where) as f:
+            hf_cfg = json.load(f)
+    except (OSError, ValueError) as e:
+        raise BadHFFolder(f"{where}: not readable JSON ({e})") from e
+    if not isinstance(hf_cfg, dict):
+        raise BadHFFolder(f"{where}: holds a {type(hf_cfg).__name__}, not a config")
+    cfg = gpt_config_from_hf(hf_cfg, where=where)
+    files = _weight_files(folder)
+    headers = {path: _header(path) for path in sorted(set(files.values()))}
+    weights = {}
+    for name, path in files.items():
+        if name not in headers[path]:
+            raise BadHFFolder(f"{folder}: {INDEX} puts {name} in {os.path.basename(path)}, whose header lacks it")
+        weights[name] = (path, headers[path][name])
+    # the one size that multiplies modules: a GPT with a wrong layer count is slow to build even on meta
+    layers = {int(m.group(1)) for m in (re.match(r"model\.layers\.(\d+)\.", k) for k in weights) if m}
+    if layers != set(range(cfg.n_layer)):
+        held = f"{len(layers)} (model.layers.{min(layers)}..{max(layers)})" if layers else "none"
+        raise BadHFFolder(f"{where}: num_hidden_layers={cfg.n_layer} but the weights hold {held}")
+    return hf_cfg, cfg, weights
 
 
 def model_from_hf(folder, dtype=torch.float32, device="cpu", vocab_rows=None):
     """Build the GPT a Hugging Face folder holds; returns (model in eval mode, info) (see the module doc)."""
     from safetensors import safe_open
     folder = os.fspath(folder)
-    with open(os.path.join(folder, "config.json")) as f:
-        hf_cfg = json.load(f)
-    cfg = gpt_config_from_hf(hf_cfg, where=os.path.join(folder, "config.json"))
+    hf_cfg, cfg, weights = read_hf_folder(folder)
 
     tokenizer_state, tok_name, n_vocab = None, None, cfg.vocab_size
     if os.path.isfile(os.path.join(folder, "tokenizer.json")):
@@ -247,8 +308,8 @@ def model_from_hf(folder, dtype=torch.float32, device="cpu", vocab_rows=None):
 
     with torch.device("meta"):
         model = GPT(cfg)  # shapes only: no storage, no random init
-    files = _weight_files(folder)
-    files = {k: v for k, v in files.items() if not k.endswith("rotary_emb.inv_freq")}  # old exports' RoPE buffers
+    files = {k: path for k, (path, _) in weights.items()
+             if not k.endswith("rotary_emb.inv_freq")}  # old exports' RoPE buffers
     expected = {hf_name(k): (k, tuple(p.shape)) for k, p in model.state_dict().items()}
     if cfg.tie_embeddings:
         del expected["lm_head.weight"]
@@ -260,19 +321,24 @@ def model_from_hf(folder, dtype=torch.float32, device="cpu", vocab_rows=None):
         raise UnsupportedHFModel(f"{folder}: weights do not fit {FAMILIES[hf_cfg['model_type']][0]} with this config: "
                                  f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected "
                                  f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}{hint}")
-    state = {}
-    for name, (ours, shape) in expected.items():
-        file_shape = _shape(files[name], name)
+    for name, (ours, shape) in expected.items():   # every shape, before any tensor is allocated
         vocab = ours in ("embed_tokens.weight", "lm_head.weight")
         want = (file_rows,) + shape[1:] if vocab else shape
-        if file_shape != want:
-            raise UnsupportedHFModel(f"{files[name]}: {name} has shape {file_shape}, config.json implies {want}")
+        if weights[name][1] != want:
+            raise UnsupportedHFModel(f"{files[name]}: {name} has shape {weights[name][1]}, config.json implies {want}")
+    state = {}
+    for name, (ours, shape) in expected.items():
+        vocab = ours in ("embed_tokens.weight", "lm_head.weight")
         param = torch.empty(shape, dtype=dtype, device=device)
-        with safe_open(files[name], "pt") as f:  # opened per tensor: its mapped pages go when it closes
-            t = f.get_tensor(name)
-            n = min(rows, file_rows) if vocab else shape[0]
-            param[:n].copy_(t[:n])  # converts dtype and moves to the device in one copy
-            del t
+        try:
+            with safe_open(files[name], "pt") as f:  # opened per tensor: its mapped pages go when it closes
+                t = f.get_tensor(name)
+                n = min(rows, file_rows) if vocab else shape[0]
+                param[:n].copy_(t[:n])  # converts dtype and moves to the device in one copy
+                del t
+        except Exception as e:   # SafetensorError: data the header describes but the file does not hold
+            raise BadHFFolder(f"{files[name]}: {name} is not readable ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'})") from e
         if vocab and rows > file_rows:
             param[file_rows:].zero_()
         state[ours] = param

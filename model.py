@@ -14,6 +14,10 @@ The forward pass returns the final normed hidden states, not logits: the loss
 logits of teacher and student never exist in full. `model.logits(idx)` gives
 plain logits for evaluation and tests.
 
+Generation (sample.py) passes a KVCache: the prompt goes in once (the prefill),
+then one token at a time, each attending to the keys and values cached for the
+tokens before it. Without a cache (training, evaluation) nothing changes.
+
 Parameter names and the RoPE convention (rotate-half) follow Hugging Face's
 Llama, so export.py can write a checkpoint transformers loads as it is.
 """
@@ -77,9 +81,9 @@ class RMSNorm(nn.Module):
         return self.weight * xf.to(x.dtype)
 
 
-def rope_cos_sin(seq_len, head_dim, theta, device, scaling=None, positions=None):
-    """cos, sin [T, head_dim] for positions 0..seq_len-1, or [B, 1, T, head_dim] for given positions [B, T]
-    (a packed row's, restarting at each document)."""
+def rope_cos_sin(seq_len, head_dim, theta, device, scaling=None, positions=None, start=0):
+    """cos, sin [T, head_dim] for positions start..start+seq_len-1 (start > 0: tokens after those in a KV
+    cache), or [B, 1, T, head_dim] for given positions [B, T] (a packed row's, restarting at each document)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
     if scaling is not None:
         # Llama-3.1 (Meta's apply_scaling): wavelengths longer than original_context/low_freq_factor are
@@ -87,9 +91,9 @@ def rope_cos_sin(seq_len, head_dim, theta, device, scaling=None, positions=None)
         ctx, lo, hi = scaling["original_max_position_embeddings"], scaling["low_freq_factor"], scaling["high_freq_factor"]
         smooth = ((ctx / (2 * math.pi / inv_freq) - lo) / (hi - lo)).clamp(0, 1)
         inv_freq = (1 - smooth) * inv_freq / scaling["factor"] + smooth * inv_freq
-    freqs = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
+    freqs = torch.outer(torch.arange(start, start + seq_len, device=device, dtype=torch.float32), inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)  # rotate-half layout: [f0..f_{d/2-1}, f0..f_{d/2-1}]
-    if positions is not None:
+    if positions is not None:   # (start is 0 then: a KV cache holds one stream, never a packed row)
         emb = emb[positions].unsqueeze(1)  # one row per token, broadcast over heads
     return emb.cos(), emb.sin()
 
@@ -135,9 +139,31 @@ def apply_rope(x, cos, sin):
     return (x * cos + rotated * sin).to(x.dtype)
 
 
+class KVCache:
+    """Keys and values of the tokens a model has read so far, one buffer pair per layer, for generation.
+    Allocated once for max_len tokens (no reallocation per token); pos is how many are filled, which is
+    also the position of the next token fed in. Kept in the model's dtype, before GQA expands the heads."""
+
+    def __init__(self, cfg: GPTConfig, batch_size, max_len, device, dtype):
+        shape = (batch_size, cfg.n_kv_head, max_len, cfg.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.max_len, self.pos = max_len, 0
+
+    def append(self, layer, k, v):
+        """Store k, v [B, kv_heads, T, head_dim] of the T new tokens at pos..pos+T; return all cached so far.
+        GPT.forward moves pos on once every layer has appended."""
+        end = self.pos + k.shape[2]
+        assert end <= self.max_len, f"KV cache holds {self.max_len} tokens, {end} asked"
+        self.k[layer][:, :, self.pos:end] = k
+        self.v[layer][:, :, self.pos:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, layer_idx=0):
         super().__init__()
+        self.layer_idx = layer_idx  # which of a KVCache's buffers are this layer's
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
         self.q_proj = nn.Linear(cfg.n_embd, cfg.n_head * cfg.head_dim, bias=False)
         self.k_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=False)
@@ -147,7 +173,7 @@ class CausalSelfAttention(nn.Module):
         self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
 
-    def forward(self, x, cos, sin, mask=None):
+    def forward(self, x, cos, sin, mask=None, cache=None):
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim)
@@ -156,7 +182,16 @@ class CausalSelfAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = masked_attention(q, k, v, mask, enable_gqa=self.n_kv_head != self.n_head)
+        if cache is None:   # training and evaluation: causal, or within documents for a packed row
+            y = masked_attention(q, k, v, mask, enable_gqa=self.n_kv_head != self.n_head)
+        else:
+            # the T new queries are the last T of the S keys: query i sees keys 0..S-T+i. (SDPA's is_causal
+            # aligns the mask top-left, right only when there is no past, so the mask is explicit; a single
+            # new token sees every key and needs none.)
+            k, v = cache.append(self.layer_idx, k, v)
+            S = k.shape[2]
+            mask = None if T == 1 else torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv_head != self.n_head)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -172,15 +207,15 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, layer_idx=0):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
-        self.self_attn = CausalSelfAttention(cfg)
+        self.self_attn = CausalSelfAttention(cfg, layer_idx)
         self.post_attention_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, mask=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+    def forward(self, x, cos, sin, mask=None, cache=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -189,7 +224,7 @@ class GPT(nn.Module):
         super().__init__()
         self.config = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -197,26 +232,38 @@ class GPT(nn.Module):
         self.activation_checkpointing = False  # train.py may switch it on
         self.reset_parameters()
 
+    def init_std(self, name):
+        """GPT-2's init: N(0, 0.02), residual outputs scaled down by depth so the stream's variance stays put;
+        None for a norm's weight (ones). parallel.py replays this, parameter by parameter, for sharded models."""
+        if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+            return None
+        if name.endswith("o_proj.weight") or name.endswith("down_proj.weight"):
+            return 0.02 / math.sqrt(2 * self.config.n_layer)
+        return 0.02
+
     @torch.no_grad()
     def reset_parameters(self):
-        # GPT-2's init: N(0, 0.02), residual outputs scaled down by depth so the stream's variance stays put
         for name, p in self.named_parameters():
-            if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+            std = self.init_std(name)
+            if std is None:
                 p.fill_(1.0)
-            elif name.endswith("o_proj.weight") or name.endswith("down_proj.weight"):
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * self.config.n_layer))
             else:
-                nn.init.normal_(p, std=0.02)
+                nn.init.normal_(p, std=std)
 
-    def forward(self, idx, segment_ids=None, positions=None, block_mask=None):
+    def forward(self, idx, segment_ids=None, positions=None, block_mask=None, cache=None):
         """idx [B, T] token ids -> final normed hidden states [B, T, n_embd]. A packed row also gives
         segment_ids and positions [B, T] (data/packing.py): attention within documents, RoPE per document.
-        block_mask: force (True) or refuse (False) the FlexAttention path; None = on a GPU only."""
+        block_mask: force (True) or refuse (False) the FlexAttention path; None = on a GPU only.
+        cache: a KVCache when generating; idx are then the tokens after the cached ones, at positions
+        cache.pos.., and their keys and values join the cache."""
         B, T = idx.shape
-        assert T <= self.config.block_size, f"sequence of {T} is longer than block_size {self.config.block_size}"
+        start = 0 if cache is None else cache.pos
+        assert start + T <= self.config.block_size, \
+            f"sequence of {start + T} is longer than block_size {self.config.block_size}"
         assert (segment_ids is None) == (positions is None), "a packed row needs both segment_ids and positions"
+        assert cache is None or segment_ids is None, "a KV cache holds one stream, not a packed row"
         c = self.config
-        cos, sin = rope_cos_sin(T, c.head_dim, c.rope_theta, idx.device, c.rope_scaling, positions)
+        cos, sin = rope_cos_sin(T, c.head_dim, c.rope_theta, idx.device, c.rope_scaling, positions, start)
         mask = None if segment_ids is None else document_mask(segment_ids, block_mask)  # built once, used by every layer
         x = self.embed_tokens(idx)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
@@ -224,11 +271,13 @@ class GPT(nn.Module):
             if self.activation_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, use_reentrant=False)
             else:
-                x = block(x, cos, sin, mask)
+                x = block(x, cos, sin, mask, cache)
+        if cache is not None:
+            cache.pos += T
         return self.norm(x)
 
-    def logits(self, idx, segment_ids=None, positions=None, block_mask=None):
-        return self.lm_head(self(idx, segment_ids, positions, block_mask))
+    def logits(self, idx, segment_ids=None, positions=None, block_mask=None, cache=None):
+        return self.lm_head(self(idx, segment_ids, positions, block_mask, cache))
 
     # ---- bookkeeping --------------------------------------------------------------------
 
@@ -279,7 +328,7 @@ def count_params_formula(cfg: GPTConfig):
 
 # ---- named sizes ----------------------------------------------------------------------------
 # Shapes only; vocab and block_size come from the run (model.py knows token ids, not tokenizers). Counts for
-# the vocabulary each family is meant for: python plan.py.
+# the vocabulary each family is meant for: python plan.py presets.
 
 QWEN3_ROWS = 151936   # the embedding rows of the authors' Qwen3 ymls (vocab_size), whatever tokenizer feeds them
 _QWEN3 = dict(qk_norm=True, tie_embeddings=True, rope_theta=1e6, norm_eps=1e-6)

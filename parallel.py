@@ -13,12 +13,16 @@ gathered into the usual single-file checkpoint:
 
     python parallel.py gather out/run/ckpt_sharded out/run/ckpt.pt
 
+Resume and gather read a sharded checkpoint only through dcp_guard.py: nothing in the folder can run code.
+
 A note on the fused loss: it reads `model.lm_head.weight` after the forward. FSDP2 does not
 reshard the root unit after its forward, so that attribute is then the gathered weight, and its
 gradient is reduce-scattered with the rest after backward (tests/test_parallel.py checks FSDP
 against DDP through exactly this path).
 """
 
+import contextlib
+import copy
 import os
 import pickle
 import shutil
@@ -27,13 +31,17 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemWriter
+from torch.distributed.checkpoint.filesystem import FileSystem
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_state_dict)
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import CheckpointError, save_checkpoint
+from checkpoint import FULL, CheckpointError, disk_full, out_of_space, save_checkpoint, tensor_bytes
+from dcp_guard import load_guarded, read_metadata, refused
+from model import GPT, RMSNorm
 
 
 def exit_cleanly(code=0):
@@ -54,16 +62,64 @@ def exit_cleanly(code=0):
 
 
 def wrap_ddp(model, device):
-    """device: this process's own, as init_processes made it ("cuda:<local rank>" or "cpu")."""
-    return DDP(model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
+    """device: this process's own, as init_processes made it ("cuda:<local rank>" or "cpu").
+    gradient_as_bucket_view: the .grad tensors are views into DDP's all-reduce buckets, so the gradients are
+    held once, not twice (without it: a second fp32 copy of every gradient, +4 bytes per parameter)."""
+    return DDP(model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
+               gradient_as_bucket_view=True)
 
 
-def apply_fsdp(model, param_dtype=None):
-    """Shard a GPT in place: each block is a unit (gathered just for its forward/backward), the root holds the rest."""
-    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if param_dtype else MixedPrecisionPolicy()
+def apply_fsdp(model, compute_dtype=None):
+    """Shard a GPT in place: each block is a unit (gathered just for its forward/backward), the root holds the rest.
+    compute_dtype: the run's autocast dtype (torch.bfloat16, float16), None for an fp32 run.
+
+    FSDP computes what DDP computes. DDP keeps fp32 weights and autocast casts each matmul's weight to bf16;
+    here the blocks' matmul weights are gathered in bf16 (the same rounding, made once by FSDP, at half the
+    all-gather bytes), while everything autocast leaves in fp32 under DDP stays fp32: the norms' weights (each
+    RMSNorm its own small fp32 unit) and the root (embedding, final norm, lm_head), so the embedding's output,
+    the residual stream and RoPE are fp32 as under DDP. (A bf16 param_dtype for the whole model would make
+    them bf16 under FSDP only, and FSDP and DDP runs of one sweep would not be comparable.) Gradients are
+    reduced, and accumulated over micro-steps, in fp32. A frozen bf16 teacher is gathered in bf16 either way."""
+    # cast_forward_inputs=False: by default FSDP also casts a unit's inputs to param_dtype, which would make each
+    # block's input (the residual stream) and RoPE's cos/sin bf16
+    half = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32, cast_forward_inputs=False)
+    full_precision = MixedPrecisionPolicy()
     for block in model.layers:
-        fully_shard(block, mp_policy=mp)
-    fully_shard(model, mp_policy=mp)
+        if compute_dtype is not None and next(block.parameters()).dtype == torch.float32:   # (a bf16 teacher: as it is)
+            for m in block.modules():
+                if isinstance(m, RMSNorm):
+                    fully_shard(m, mp_policy=full_precision)
+            fully_shard(block, mp_policy=half)
+        else:
+            fully_shard(block)
+    fully_shard(model, mp_policy=full_precision)
+    return model
+
+
+@torch.no_grad()
+def build_sharded(cfg, device, compute_dtype=None):
+    """A GPT built on the meta device, sharded (apply_fsdp, for a run in compute_dtype), then each rank's shards materialised on `device` and
+    initialised to exactly the values `GPT(cfg)` gives after the same torch.manual_seed, leaving the global
+    generator where GPT(cfg) leaves it. Peak host memory is one parameter, not the whole fp32 model on every
+    rank (32 GB at 8B).
+
+    GPT(cfg) on a real device draws from the global CPU generator twice: each nn.Linear / nn.Embedding draws
+    its own init as it is constructed (then overwritten), and GPT.reset_parameters draws again for every
+    parameter. On the meta device neither draws, so both are replayed here, in the same order and shapes, one
+    tensor at a time: a throwaway copy of each module that has its own reset_parameters, then each parameter
+    drawn whole (so the generator advances as it would) with only this rank's rows kept."""
+    with torch.device("meta"):
+        model = GPT(cfg)
+    for m in model.modules():   # registration order is construction order in model.py
+        if m is not model and hasattr(m, "reset_parameters"):
+            copy.deepcopy(m).to_empty(device="cpu").reset_parameters()
+    apply_fsdp(model, compute_dtype)
+    model.to_empty(device=device)
+    for name, p in model.named_parameters():   # reset_parameters's order
+        std = model.init_std(name)
+        whole = torch.ones(p.shape) if std is None else torch.nn.init.normal_(torch.empty(p.shape), std=std)
+        # every rank drew the same whole tensor, so each keeps its own rows with no communication
+        p.to_local().copy_(distribute_tensor(whole, p.device_mesh, p.placements, src_data_rank=None).to_local())
     return model
 
 
@@ -93,6 +149,32 @@ def full(x):
     return x.full_tensor() if isinstance(x, DTensor) else x
 
 
+class _FailedWrites(FileSystem):
+    """DCP's file system, remembering why a write failed: torch.save turns the OSError into an inline_container.cc
+    RuntimeError, and DCP pickles each rank's error to gather it, which drops the OSError behind it."""
+    errno = None
+
+    @contextlib.contextmanager
+    def create_stream(self, path, mode):
+        with super().create_stream(path, mode) as stream:
+            yield _RecordedWrites(stream, self)
+
+
+class _RecordedWrites:
+    def __init__(self, stream, fs):
+        self._stream, self._fs = stream, fs
+
+    def write(self, data):
+        try:
+            return self._stream.write(data)
+        except OSError as e:
+            self._fs.errno = e.errno
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def save_sharded(directory, model, optimizer, meta):
     """Every rank writes its shard; `meta` (step, data position, RNG, config) goes in rank 0's meta.pt."""
     model_sd, optim_sd = get_state_dict(model, optimizer)
@@ -100,11 +182,25 @@ def save_sharded(directory, model, optimizer, meta):
     if dist.get_rank() == 0 and os.path.exists(tmp):
         shutil.rmtree(tmp)
     dist.barrier()
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
+    writer = FileSystemWriter(tmp)
+    writer.fs = _FailedWrites()
+    try:
+        dcp.save({"model": model_sd, "optim": optim_sd}, storage_writer=writer)
+        if dist.get_rank() == 0:
+            torch.save(meta, os.path.join(tmp, "meta.pt"))
+    except BaseException as e:   # DCP raises a CheckpointException (a BaseException) on every rank, all done writing
+        err = disk_full(e) or (writer.fs.errno if writer.fs.errno in FULL else None)
+        if err is None:
+            raise
+        if dist.get_rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(out_of_space(tmp, err, tensor_bytes((model_sd, optim_sd)),
+                                           previous=find_sharded(directory) is not None)) from None
     if dist.get_rank() == 0:
-        torch.save(meta, os.path.join(tmp, "meta.pt"))
         old = directory + ".old"
         if os.path.exists(directory):
+            if os.path.exists(old):          # left by a kill during its removal below; `directory` is the whole one
+                shutil.rmtree(old)
             os.replace(directory, old)       # a crash from here on leaves .old, which load_sharded falls back to
         os.replace(tmp, directory)
         shutil.rmtree(old, ignore_errors=True)
@@ -118,33 +214,15 @@ def find_sharded(directory):
     return None
 
 
-# What torch.distributed.checkpoint's `.metadata` pickle may name. DCP reads that file with plain pickle.load,
-# which would run any code a crafted file asks for, so it is first replayed here with only these allowed.
-DCP_METADATA_GLOBALS = {("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PurePosixPath"),
-                        ("torch", "Size"), ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
-                        ("torch.distributed.checkpoint.filesystem", "_StorageInfo")}
-
-
-class _DCPMetadataUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        allowed = ((module, name) in DCP_METADATA_GLOBALS
-                   or (module == "torch.distributed.checkpoint.metadata" and not name.startswith("__"))
-                   or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)))
-        if not allowed:
-            raise pickle.UnpicklingError(f"{module}.{name} is not something a checkpoint's metadata holds")
-        return super().find_class(module, name)
-
-
 def check_sharded(directory):
-    """Vet a sharded checkpoint before DCP unpickles it: its .metadata may name only DCP's own record types, and
-    meta.pt holds tensors and plain values (weights_only). Returns meta.pt's dict; CheckpointError otherwise."""
+    """Vet a sharded checkpoint before anything in it is loaded: its .metadata may name only DCP's own record types
+    and files inside the folder (dcp_guard.py), and meta.pt holds tensors and plain values (weights_only).
+    Returns meta.pt's dict; CheckpointError otherwise."""
+    read_metadata(directory)
     try:
-        with open(os.path.join(directory, ".metadata"), "rb") as f:
-            _DCPMetadataUnpickler(f).load()
         return torch.load(os.path.join(directory, "meta.pt"), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, EOFError, OSError) as e:
-        raise CheckpointError(f"sharded checkpoint {directory} was not loaded: {e} (unpickling anything else could "
-                              "run code from whoever wrote it)") from e
+    except (pickle.UnpicklingError, EOFError, OSError, RuntimeError) as e:
+        raise refused(directory, f"meta.pt: {str(e).splitlines()[0][:300]}") from e
 
 
 def load_sharded(directory, model, optimizer):
@@ -153,7 +231,7 @@ def load_sharded(directory, model, optimizer):
     meta = check_sharded(directory)
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optim": optim_sd}
-    dcp.load(state, checkpoint_id=directory)
+    load_guarded(directory, state)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     return meta
 
@@ -165,16 +243,13 @@ def full_model_state_dict(model):
 
 def gather(directory, out_path):
     """Turn a sharded checkpoint into the single-file format eval.py, export.py and teachers read (no process group needed)."""
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
     directory = find_sharded(directory) or sys.exit(f"no sharded checkpoint (meta.pt) in {directory}")
     try:
         meta = check_sharded(directory)
+        state = {}   # rebuilt from the metadata, as DCP's dcp_to_torch_save does, but through the guarded planner
+        load_guarded(directory, state, whole=True)
     except CheckpointError as e:
         sys.exit(str(e))
-    tmp = out_path + ".gather.tmp"
-    dcp_to_torch_save(directory, tmp)
-    state = torch.load(tmp, weights_only=True)
-    os.remove(tmp)
     save_checkpoint(out_path, {**meta, "model": state["model"], "optimizer": None})
     print(f"gathered {directory} -> {out_path} (step {meta['step']})")
 

@@ -23,12 +23,17 @@ A grid is a Python file that sets some of these names (only `students` is requir
     name      = "laptop"             # runs go to <out_root>/<name>/<run>; default: the file's name
     out_root  = "out"
     common    = dict(device="cpu")   # train.py overrides for every run
-    teachers  = {"t96": dict(config="configs/tiny_teacher.py", train_tokens=1_000_000)}
+    teachers  = {"t96": dict(config="configs/tiny_teacher.py", train_tokens=1_000_000),
+                 "smol": dict(hf="models/SmolLM2-135M")}   # a Hugging Face folder: evaluated, not trained
     students  = {"s128": dict(config="configs/tiny_student.py")}
     pairs     = [("t96", "s128")]    # default: every teacher with every student
     alphas    = [0.1, 0.3, 1.0]      # or per teacher: {"t96": [0.1, 0.3], ...}
     seeds     = [43, 44]             # student seeds (teachers keep their config's seed)
     variants  = {"": {}}             # named override sets crossed with every KD run, e.g. {"T2": dict(temperature=2.0)}
+    caches    = {"top16": dict(method="top-k", k=16, train=dict(top_k=16))}   # teacher_cache.py settings (+ the
+                                     # train.py options its students add): each teacher runs once into
+                                     # cache_<t>_<c>, and every KD run of that teacher is repeated from it,
+                                     # named <s>_<t>_a<α>_<c>[_<variant>]_s<seed>, no teacher model loaded
     baselines = {"": {}}             # no-teacher runs per student and seed: "" = plain LM training,
                                      # e.g. {"ls0.1": dict(label_smoothing=0.1)} for the smoothing control; {} = none
     evals     = {"loss": "--tasks loss"}   # eval.py arguments; each writes <run>/eval_<key>.json
@@ -46,6 +51,7 @@ for a big teacher). Run names: teacher_<t>, <s>_<t>_a<α>[_<variant>]_s<seed>,
 import argparse
 import ast
 import os
+import re
 import shlex
 import signal
 import statistics
@@ -57,14 +63,46 @@ from configurator import read_config_file
 from sweep_report import collect, eval_path, read_json, write_report  # noqa: F401 (the report, its own file)
 
 REPO = os.path.dirname(os.path.abspath(__file__))
-GRID_KEYS = {"name", "out_root", "common", "teachers", "students", "pairs", "alphas", "seeds", "variants",
+GRID_KEYS = {"name", "out_root", "common", "teachers", "students", "pairs", "alphas", "seeds", "variants", "caches",
              "baselines", "evals", "include", "slurm", "report_dir"}
+# the grid's common settings a teacher cache takes too (they decide which windows and targets it holds)
+CACHE_COMMON = ("data_dir", "tokenizer", "tokenizer_path", "block_size", "temperature", "device")
 SLURM_DEFAULTS = dict(nodes=1, gpus_per_node=8, cpus_per_task=64, time="24:00:00", partition="", account="",
                       setup=[], extra=[], port=29500, signal_before_end_s=300)
 
 
 class GridError(ValueError):
     pass
+
+
+# Names become folders, job names and words in shell scripts: letters, digits and . _ + - only, not leading
+# with a dot or dash (so no "..", no option, no quote, no $( ), no /).
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
+SLURM_WORD = re.compile(r"[A-Za-z0-9_.:,+-]*")   # time, partition, account: e.g. 1-00:00:00, gpu,a100
+
+
+def check_names(grid, path):
+    """Every name a grid gives (its own, teachers, students, variants, baselines, evals) is a safe name; ""
+    stays allowed where it means "none" (the plain variant or baseline)."""
+    named = [("name", grid["name"])]
+    for key in ("teachers", "students", "variants", "baselines", "evals", "caches"):
+        named += [(key, n) for n in grid.get(key, {}) if not (n == "" and key in ("variants", "baselines"))]
+    for key, n in named:
+        if not isinstance(n, str) or not SAFE_NAME.fullmatch(n):
+            raise GridError(f"{path}: {key} name {n!r} is not allowed: names may hold letters, digits and . _ + - "
+                            f"(not first: . or -); they become folders, job names and words in shell scripts")
+
+
+def check_slurm(name, slurm):
+    for key in ("nodes", "gpus_per_node", "cpus_per_task", "port", "signal_before_end_s"):
+        if not isinstance(slurm[key], int) or isinstance(slurm[key], bool) or slurm[key] < 1:
+            raise GridError(f"{name}: slurm {key}={slurm[key]!r}; allowed: an integer >= 1")
+    for key in ("time", "partition", "account"):
+        if not isinstance(slurm[key], str) or not SLURM_WORD.fullmatch(slurm[key]):
+            raise GridError(f"{name}: slurm {key}={slurm[key]!r}; allowed: letters, digits and . _ : , + -")
+    for key in ("setup", "extra"):   # setup: shell lines the grid's author writes on purpose; one line each
+        if not all(isinstance(line, str) and "\n" not in line and "\r" not in line for line in slurm[key]):
+            raise GridError(f"{name}: slurm {key}={slurm[key]!r}; allowed: a list of one-line strings")
 
 
 # ---- the grid ------------------------------------------------------------------------------------
@@ -78,6 +116,7 @@ def load_grid(path):
     if not grid.get("students"):
         raise GridError(f"{path}: a grid needs `students`")
     grid.setdefault("name", os.path.splitext(os.path.basename(path))[0])
+    check_names(grid, path)
     return grid
 
 
@@ -117,6 +156,7 @@ def expand(grid, out_root=None):
         if "out_dir" in entry:
             raise GridError(f"{name}: runs live in <out_root>/<name>/<run>; set the grid's name/out_root, not out_dir")
         slurm = {**SLURM_DEFAULTS, **grid.get("slurm", {}), **entry.pop("slurm", {})}
+        check_slurm(name, slurm)
         out_dir = os.path.join(root, name)
         overrides = {**grid.get("common", {}), **entry, **extra, "out_dir": out_dir}
         model = overrides.get("model") or from_config(config, "model", "tiny-128")
@@ -124,10 +164,44 @@ def expand(grid, out_root=None):
         return dict(name=name, kind=kind, config=config, overrides=overrides, out_dir=out_dir, slurm=slurm,
                     model=model, deps=[], **meta)
 
+    def hf_teacher(t, entry):
+        """A Hugging Face folder someone already has: never trained, only evaluated like any run (its JSON gives
+        the report's teacher row). Its splits are the students' data_dir."""
+        name, folder = f"teacher_{t}", entry["hf"]
+        if set(entry) - {"hf", "data_dir"}:
+            raise GridError(f"teacher {t}: a Hugging Face teacher (hf=FOLDER) is not trained here, so it takes only "
+                            f"hf and data_dir, not {', '.join(sorted(set(entry) - {'hf', 'data_dir'}))}")
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            raise GridError(f"teacher {t}: hf={folder!r} is not a local Hugging Face folder (no config.json); "
+                            f"download it first, e.g. hf download ORG/NAME --local-dir {folder}")
+        data_dir = entry.get("data_dir") or grid.get("common", {}).get("data_dir")
+        if not data_dir:
+            raise GridError(f"teacher {t}: hf= needs data_dir (in the entry or in common) to be evaluated on")
+        return dict(name=name, kind="teacher", hf=folder, data_dir=data_dir, config="", overrides={},
+                    out_dir=os.path.join(root, name), slurm={**SLURM_DEFAULTS, **grid.get("slurm", {})},
+                    model=f"hf:{folder}", deps=[], student="", teacher=t, alpha=None, variant="", seed=None)
+
     teachers = {}
     for t, entry in grid.get("teachers", {}).items():
-        teachers[t] = make(f"teacher_{t}", "teacher", entry, {}, student="", teacher=t, alpha=None, variant="")
+        teachers[t] = hf_teacher(t, entry) if "hf" in entry else make(
+            f"teacher_{t}", "teacher", entry, {}, student="", teacher=t, alpha=None, variant="")
     runs = list(teachers.values())
+    # caches: each teacher's targets written once (teacher_cache.py), after it is trained, before its students
+    caches = {}   # (teacher, cache name) -> (the cache run, the train.py options its students add)
+    for t, teacher in teachers.items():
+        for c, c_entry in grid.get("caches", {}).items():
+            c_entry = dict(c_entry)
+            train_opts = c_entry.pop("train", {})
+            out_dir = os.path.join(root, f"cache_{t}_{c}")
+            common = {k: v for k, v in grid.get("common", {}).items() if k in CACHE_COMMON}
+            run = dict(name=f"cache_{t}_{c}", kind="cache", config="", out_dir=out_dir, deps=[teacher["name"]],
+                       overrides={**common, **c_entry, "out": out_dir,
+                                  "teacher_ckpt": teacher.get("hf") or os.path.join(teacher["out_dir"], "ckpt.pt"),
+                                  "teacher_model": "" if "hf" in teacher else teacher["model"]},
+                       slurm={**SLURM_DEFAULTS, **grid.get("slurm", {})}, model=teacher["model"], student="",
+                       teacher=t, alpha=None, variant=c, seed=None, readers=0)
+            caches[(t, c)] = (run, train_opts)
+            runs.append(run)
 
     students = grid["students"]
     pairs = grid.get("pairs") or [(t, s) for s in students for t in teachers]
@@ -159,9 +233,21 @@ def expand(grid, out_root=None):
                         name = f"{s}_{t}_a{alpha:g}{'_' + v if v else ''}_s{seed}"
                         r = make(name, "student", s_entry,
                                  {**v_over, "alpha": float(alpha), "seed": seed,
-                                  "teacher_ckpt": os.path.join(teacher["out_dir"], "ckpt.pt"),
-                                  "teacher_model": teacher["model"]}, **meta)
+                                  "teacher_ckpt": teacher.get("hf") or os.path.join(teacher["out_dir"], "ckpt.pt"),
+                                  "teacher_model": "" if "hf" in teacher else teacher["model"]}, **meta)
                         r["deps"] = [teacher["name"]]
+                        runs.append(r)
+                    for c, v, v_over in ((c, v, v_over) for c in grid.get("caches", {}) for v, v_over in variants.items()):
+                        cache, train_opts = caches[(t, c)]
+                        variant = c + (f"_{v}" if v else "")
+                        meta = dict(student=s, teacher=t, alpha=float(alpha), seed=seed, variant=variant)
+                        if not include(dict(meta)):
+                            continue
+                        r = make(f"{s}_{t}_a{alpha:g}_{variant}_s{seed}", "student", s_entry,
+                                 {**v_over, **train_opts, "alpha": float(alpha), "seed": seed, "teacher_ckpt": "",
+                                  "teacher_model": "", "teacher_cache": cache["out_dir"]}, **meta)
+                        r["deps"] = [cache["name"]]
+                        cache["readers"] += 1
                         runs.append(r)
     for r in runs:
         if r["name"] in seen:
@@ -182,19 +268,33 @@ def select(runs, only):
 
 # ---- done-ness and commands -----------------------------------------------------------------------
 
+def done_file(run):
+    """What a finished run leaves last: train.py's final.json, teacher_cache.py's summary.json."""
+    return os.path.join(run["out_dir"], "summary.json" if run["kind"] == "cache" else "final.json")
+
+
 def train_done(run):
-    return read_json(os.path.join(run["out_dir"], "final.json")) is not None
+    """Trained: final.json (teacher_cache.py: summary.json) is there (a Hugging Face teacher is trained already)."""
+    return "hf" in run or read_json(done_file(run)) is not None
+
+
+def run_evals(run, evals):
+    return {} if run["kind"] == "cache" else evals
 
 
 def run_done(run, evals):
-    return train_done(run) and all(read_json(eval_path(run, k)) is not None for k in evals)
+    return train_done(run) and all(read_json(eval_path(run, k)) is not None for k in run_evals(run, evals))
 
 
 def train_args(run):
+    if run["kind"] == "cache":   # (resumes by itself: shards already written are kept)
+        return ["teacher_cache.py"] + [cli_arg(k, v) for k, v in run["overrides"].items()]
     return ["train.py", run["config"]] + [cli_arg(k, v) for k, v in run["overrides"].items()] + ["--resume=True"]
 
 
 def eval_args(run, args, out):
+    if "hf" in run:   # a folder has no run config to take data_dir from
+        return ["eval.py", "--ckpt", run["hf"], "--data_dir", run["data_dir"]] + shlex.split(args) + ["--out", out]
     return ["eval.py", "--ckpt", os.path.join(run["out_dir"], "ckpt.pt")] + shlex.split(args) + ["--out", out]
 
 
@@ -217,7 +317,7 @@ def run_local(runs, evals, jobs=1, launcher=None, poll=0.5):
         steps = []
         if not train_done(r):
             steps.append(("train", launcher + train_args(r), None))
-        for key, args in evals.items():
+        for key, args in run_evals(r, evals).items():
             if read_json(eval_path(r, key)) is None:
                 tmp = eval_path(r, key) + ".tmp"
                 steps.append((f"eval {key}", launcher + eval_args(r, args, tmp), (tmp, eval_path(r, key))))
@@ -333,14 +433,15 @@ def sbatch_script(run, evals, grid_name, log_dir):
     lines += [f"#SBATCH {x}" for x in s["extra"]]
     lines += ["", "set -euo pipefail", f"cd {shlex.quote(REPO)}"] + list(s["setup"])
     lines += ['head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-              f"export OMP_NUM_THREADS={max(1, s['cpus_per_task'] // s['gpus_per_node'])}", "",
-              f"# train (a rerun resumes from {out}/ckpt.pt)",
-              f"if [ ! -s {shlex.quote(out)}/final.json ]; then",
-              f"  srun torchrun --nnodes=$SLURM_NNODES --nproc_per_node={s['gpus_per_node']} --rdzv-backend=c10d "
-              f"--rdzv-endpoint=$head:{s['port']} --rdzv-id=$SLURM_JOB_ID \\",
-              "    " + shlex.join(train_args(run)),
-              "fi"]
-    for key, args in evals.items():
+              f"export OMP_NUM_THREADS={max(1, s['cpus_per_task'] // s['gpus_per_node'])}", ""]
+    if "hf" not in run:   # a Hugging Face teacher is only evaluated
+        lines += ["# train (a rerun resumes from the run's ckpt.pt)",
+                  f"if [ ! -s {shlex.quote(done_file(run))} ]; then",
+                  f"  srun torchrun --nnodes=$SLURM_NNODES --nproc_per_node={s['gpus_per_node']} --rdzv-backend=c10d "
+                  f"--rdzv-endpoint=$head:{s['port']} --rdzv-id=$SLURM_JOB_ID \\",
+                  "    " + shlex.join(train_args(run)),
+                  "fi"]
+    for key, args in run_evals(run, evals).items():
         final, tmp = eval_path(run, key), eval_path(run, key) + ".tmp"
         lines += [f"# eval {key}, on one node",
                   f"if [ ! -s {shlex.quote(final)} ]; then",
@@ -356,6 +457,8 @@ def write_slurm(runs, evals, grid_name, slurm_dir):
     --dependency=afterok on its teacher's job. Runs already complete are skipped at submit time, so rerunning
     submit.sh resumes a grid."""
     slurm_dir = os.path.abspath(slurm_dir)
+    if any(c.isspace() for c in slurm_dir):   # it goes into #SBATCH --output=, which sbatch splits at spaces
+        raise GridError(f"--slurm={slurm_dir!r}; allowed: a folder path without spaces")
     log_dir = os.path.join(slurm_dir, "logs")
     os.makedirs(log_dir, exist_ok=True)
     submit = ["#!/bin/bash",
@@ -369,16 +472,17 @@ def write_slurm(runs, evals, grid_name, slurm_dir):
         with open(path, "w") as f:
             f.write(sbatch_script(r, evals, grid_name, log_dir))
         os.chmod(path, 0o755)
-        outputs = [os.path.join(r["out_dir"], "final.json")] + [eval_path(r, k) for k in evals]
+        outputs = [done_file(r)] * ("hf" not in r) + [eval_path(r, k) for k in run_evals(r, evals)]
+        name = shlex.quote(r["name"])   # (a safe name already: check_names; quoted all the same)
         submit += [f"if complete {' '.join(shlex.quote(o) for o in outputs)}; then",
-                   f"  echo 'skip {r['name']} (complete)'",
+                   f"  echo {shlex.quote('skip ' + r['name'] + ' (complete)')}",
                    "else"]
         dep = ""
         for d in r["deps"]:  # wait for the teacher's job only if this submission started one
-            submit.append(f"  dep=${{JOB[{d}]:-}}")
+            submit.append(f"  dep=${{JOB[{shlex.quote(d)}]:-}}")
             dep = " ${dep:+--dependency=afterok:$dep}"
-        submit += [f"  JOB[{r['name']}]=$(sbatch --parsable{dep} {shlex.quote(path)})",
-                   f"  echo \"{r['name']}: job ${{JOB[{r['name']}]}}\"",
+        submit += [f"  JOB[{name}]=$(sbatch --parsable{dep} {shlex.quote(path)})",
+                   f"  echo {shlex.quote(r['name'] + ': job')} \"${{JOB[{name}]}}\"",
                    "fi"]
     path = os.path.join(slurm_dir, "submit.sh")
     with open(path, "w") as f:
@@ -414,14 +518,22 @@ def main(argv=None):
         for r in runs:
             status = "done" if run_done(r, evals) else "trained" if train_done(r) else "todo"
             print(f"{r['name']} [{status}]" + (f" after {', '.join(r['deps'])}" if r["deps"] else ""))
-            print("  " + shlex.join(["python"] + train_args(r)))
-            for key, e in evals.items():
+            if r["kind"] == "cache":
+                print(f"  teacher {r['teacher']} runs once here; {r['readers']} student(s) train from this cache "
+                      "without loading it")
+            if "hf" not in r:
+                print("  " + shlex.join(["python"] + train_args(r)))
+            for key, e in run_evals(r, evals).items():
                 print("  " + shlex.join(["python"] + eval_args(r, e, eval_path(r, key))))
-        print(f"{len(runs)} runs ({sum(r['kind'] == 'teacher' for r in runs)} teachers), "
+        print(f"{len(runs)} runs ({sum(r['kind'] == 'teacher' for r in runs)} teachers"
+              + (f", {sum(r['kind'] == 'cache' for r in runs)} teacher caches" if grid.get("caches") else "") + "), "
               f"{sum(run_done(r, evals) for r in runs)} done")
         return
     if args.slurm:
-        path = write_slurm(runs, evals, grid["name"], args.slurm)
+        try:
+            path = write_slurm(runs, evals, grid["name"], args.slurm)
+        except GridError as e:
+            sys.exit(f"sweep.py: {e}")
         print(f"wrote {len(runs)} sbatch scripts and {path}; submit with: bash {path}")
         return
     if not args.report:

@@ -144,7 +144,7 @@ def add_gains(rows):
             continue
         t = teachers.get(row["teacher"]) if row["teacher"] else None
         if t:
-            row.update(teacher_params=t["params"], teacher_tokens=t["tokens"], teacher_val=t.get("val"))
+            row.update(teacher_params=t["params"], teacher_tokens=t.get("tokens"), teacher_val=t.get("val"))
         base = by_name.get(f"{row['student']}_noKD_s{row['seed']}")
         if base and base is not row:
             for k, v in list(row.items()):
@@ -159,13 +159,19 @@ def collect(runs, evals):
     import torch
 
     def n_params(model_name):
+        if model_name.startswith("hf:"):   # a Hugging Face teacher: its own config.json
+            from hf_checkpoint import gpt_config_from_hf
+            with open(os.path.join(model_name[3:], "config.json")) as f:
+                cfg = gpt_config_from_hf(json.load(f))
+        else:
+            cfg = config_from_preset(model_name, 264, 256)
         with torch.device("meta"):
-            return GPT(config_from_preset(model_name, 264, 256)).num_params(non_embedding=True)
+            return GPT(cfg).num_params(non_embedding=True)
 
     rows = []
     for r in runs:
         m = run_metrics(r, evals)
-        if "train_loss" not in m:
+        if "train_loss" not in m and not ("hf" in r and m):   # unfinished; an HF teacher has only its eval
             continue
         rows.append(dict(name=r["name"], kind=r["kind"], student=r["student"], teacher=r["teacher"],
                          alpha=r["alpha"], variant=r["variant"], seed=r["seed"], model=r["model"],
@@ -265,7 +271,8 @@ def write_report(rows, report_dir, grid_name):
           "|---|---|---:|---:|" + "---:|" * len(shown)]
     for row in rows:
         if row["kind"] == "teacher":
-            md.append(f"| {row['teacher']} | {row['model']} | {row['params'] / 1e6:.2f}M | {row['tokens']:,} | "
+            tokens = f"{row['tokens']:,}" if row.get("tokens") is not None else "—"   # an HF teacher's: not known
+            md.append(f"| {row['teacher']} | {row['model']} | {row['params'] / 1e6:.2f}M | {tokens} | "
                       + " | ".join(fmt(row, k) for k in shown) + " |")
     md += ["", "## Students", "", "Mean ± sample std over seeds; α = 0 without a teacher is the no-KD baseline.", "",
            row_head + " | ".join(heads) + " |", "|---|---|---:|---|---:|" + "---:|" * len(shown)]

@@ -8,7 +8,7 @@ One node, 8 GPUs: torchrun --standalone --nproc_per_node=8 train.py configs/stud
 Multi-node:       torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT train.py ...
 Check a config:   python train.py configs/student_1b_teacher_160m.py --dry_run=True
 
-Defaults below; a config file overrides them, then --key=value (configurator.py).
+Defaults below; a config file overrides them, then --key=value (configurator.py); settings.py says each one's range.
 """
 
 import glob
@@ -26,16 +26,18 @@ import torch.distributed as dist
 
 from checkpoint import CheckpointError, load_for_resume, load_teacher, rng_state, save_checkpoint, set_rng_state
 from configurator import ConfigError, apply_overrides
-from distill_loss import check_kd_args, check_loss_options
+from distill_loss import resolve_top_k
 from data.loader import open_training_data
 from data.tokenfile import TokenFileError
 from data.tokenizer import padded_vocab_size
 from eval import evaluate_splits
+from kd_cache import CacheError, TeacherCache
 from model import GPT, config_from_preset
-from parallel import (apply_fsdp, exit_cleanly, find_sharded, full, full_model_state_dict, init_processes, load_sharded,
-                      save_sharded, set_grad_sync, wrap_ddp)
+from parallel import (apply_fsdp, build_sharded, exit_cleanly, find_sharded, full, full_model_state_dict, init_processes,
+                      load_sharded, save_sharded, set_grad_sync, wrap_ddp)
 import plan
-from runlog import RunLog
+from runlog import RunLog, claim_out_dir
+from settings import check_data_files, check_resume, check_settings
 from train_step import loss_path, micro_batch_loss, micro_step_weights
 
 # -----------------------------------------------------------------------------
@@ -46,6 +48,7 @@ eval_interval = 100         # steps between validation (and checkpoints)
 eval_iters = 20             # batches per validation split
 log_interval = 10
 resume = False              # continue out_dir/ckpt.pt exactly (model, optimizer, data position, RNG)
+overwrite = False           # start over in an out_dir that holds a run (its checkpoint, log and final.json go)
 dry_run = False             # build the models on the meta device, print the plan, exit
 wandb_log = False
 wandb_project = "nanokd"
@@ -68,8 +71,9 @@ vocab_rows = 0                     # embedding rows; 0 = the tokenizer's vocabul
 loss_all_rows = False              # True: every embedding row enters CE's and KD's softmax, as MaxText's logits do
                                    # (the authors' Qwen3 runs: 151,936 rows, 128,256 ids); False: the tokenizer's ids only
 # distillation
-teacher_ckpt = ""                  # path to a nanokd checkpoint; "" = no teacher
+teacher_ckpt = ""                  # a nanokd ckpt.pt or a local Hugging Face folder (README); "" = no teacher
 teacher_model = ""                 # the teacher's preset, checked against its checkpoint (and used by dry runs)
+teacher_cache = ""                 # a teacher_cache.py folder: KD from its sparse targets, no teacher model loaded
 alpha = 0.0                        # weight of KD: 0 = plain LM training, 1 = pure distillation
 alpha_end = -1.0                   # >= 0: α moves linearly from alpha to alpha_end over training
 temperature = 1.0                  # 0 = the teacher's argmax as hard labels
@@ -98,24 +102,21 @@ fsdp_teacher = False               # with parallel="fsdp", shard the teacher too
 activation_checkpointing = False   # recompute each block in backward: less memory, ~30% more compute
 seed = 43                          # the paper: teacher 42, student 43
 # -----------------------------------------------------------------------------
-try:
+try:   # every setting's type (configurator.py) and range (settings.py), before anything is read or built
     apply_overrides(globals(), sys.argv[1:])
-    check_kd_args(alpha, temperature)
-    check_loss_options(kd_loss, temperature, top_k, top_k_variant, jsd_beta)
-    if alpha_end >= 0:
-        check_kd_args(alpha_end, temperature)
-    for key, choices in (("loss_impl", ("fused", "reference")), ("optim", ("adamw", "sgd")), ("parallel", ("ddp", "fsdp")),
-                         ("weight_decay_params", ("matrices", "all"))):
-        if globals()[key] not in choices:
-            raise ConfigError(f"{key} must be one of {choices}, got {globals()[key]!r}")
+    config = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str, dict))}
+    check_settings(config)
 except (ConfigError, ValueError, OSError) as e:
     sys.exit(f"train.py: config error: {e}")
-config = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str, dict))}
 if dry_run:   # the plan only: no processes, no data, models on the meta device; a teacher may be just a preset
     plan.dry_run(config)
     sys.exit(0)
-if alpha > 0 and not teacher_ckpt:
-    sys.exit(f"train.py: config error: alpha={alpha} weights a KD term but no teacher_ckpt is set")
+if alpha > 0 and not (teacher_ckpt or teacher_cache):
+    sys.exit(f"train.py: config error: alpha={alpha} weights a KD term but neither teacher_ckpt nor teacher_cache is set")
+try:   # a run already there is continued (--resume) or replaced (--overwrite), never mixed with this one
+    claim_out_dir(out_dir, resume, overwrite, master=os.environ.get("RANK", "0") == "0")
+except ConfigError as e:
+    sys.exit(f"train.py: config error: {e}")
 
 # ---- processes and devices ---------------------------------------------------
 if device == "auto":
@@ -157,13 +158,21 @@ warmup_iters = int(warmup_frac * total_iters)
 try:
     train_loader, n_vocab, (tokenizer, tokenizer_state) = open_training_data(
         data_dir, batch_size, block_size, rank, world_size, seed, tokenizer, tokenizer_path or teacher_ckpt, packing)
+    check_data_files(data_dir, tokenizer, n_vocab, top_k)   # the evaluation files too: now, not after training
 except (ValueError, OSError) as e:   # no files, another tokenizer's, a corrupt header, too few tokens
     fail(f"training data: {e}")
 if vocab_rows and vocab_rows < n_vocab:
     fail(f"vocab_rows={vocab_rows} is fewer than the {n_vocab} ids of tokenizer {tokenizer!r}: 0 (padded to the "
          f"tokenizer) or at least {n_vocab}")
 model_cfg = config_from_preset(model, vocab_rows or padded_vocab_size(n_vocab), block_size, **model_args)
-teacher = None
+teacher, kd_cache = None, None
+if teacher_cache:   # the teacher's targets from disk (kd_cache.py), checked against this run before any step
+    try:
+        kd_cache = TeacherCache(teacher_cache)
+        kd_cache.check_run(tokenizer=tokenizer, n_vocab=n_vocab, block_size=block_size, temperature=temperature,
+                           data_files=train_loader.paths, top_k=resolve_top_k(top_k, n_vocab), kd_loss=kd_loss)
+    except (CacheError, OSError) as e:
+        fail(str(e))
 if teacher_ckpt:
     try:
         teacher = load_teacher(teacher_ckpt, tokenizer=tokenizer, n_vocab=n_vocab, block_size=block_size,
@@ -176,24 +185,26 @@ if teacher_ckpt:
              f"{teacher.config.vocab_size}, student {model_cfg.vocab_size} (set vocab_rows)")
 
 torch.manual_seed(seed)  # here, after the teacher is built, so the student's init doesn't depend on having one
-raw_model = GPT(model_cfg).to(device)
+# FSDP: built on the meta device and sharded before any weight exists, then each rank's shards initialised to
+# the values GPT(model_cfg) would hold (parallel.build_sharded); before the optimizer, so it holds the shards
+compute_dtype = None if dtype == "float32" else getattr(torch, dtype)
+raw_model = build_sharded(model_cfg, device, compute_dtype) if fsdp else GPT(model_cfg).to(device)
 raw_model.activation_checkpointing = activation_checkpointing
-half = getattr(torch, dtype) if dtype != "float32" else None
-if fsdp:
-    apply_fsdp(raw_model, param_dtype=half)  # before the optimizer, so it holds the shards
-    if teacher is not None and fsdp_teacher:
-        apply_fsdp(teacher, param_dtype=half)
+if fsdp and teacher is not None and fsdp_teacher:
+    apply_fsdp(teacher)
 optimizer = (torch.optim.SGD(raw_model.parameters(), lr=learning_rate) if optim == "sgd"
              else raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type,
-                                            weight_decay_params))
-step, tokens_seen = 0, 0
+                                             weight_decay_params))
+step, tokens_seen, resumed_from = 0, 0, None
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 sharded_dir = os.path.join(out_dir, "ckpt_sharded")  # FSDP's resumable checkpoint; ckpt.pt is then model-only
 if resume and (find_sharded(sharded_dir) if fsdp else os.path.exists(ckpt_path)):
     try:   # (FSDP loads its shards straight into the sharded model and optimizer)
         ck = load_sharded(sharded_dir, raw_model, optimizer) if fsdp else load_for_resume(ckpt_path, asdict(model_cfg), device)
-    except CheckpointError as e:
-        fail(f"--resume: {e}")
+        check_resume(ck.get("config") or {}, config)
+    except (CheckpointError, ConfigError) as e:
+        fail(f"--resume: {e}" if isinstance(e, CheckpointError) else str(e))
+    resumed_from = ck["step"]
     if not fsdp:
         raw_model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
@@ -213,11 +224,10 @@ if ddp and not fsdp:
 
 # "fused": lm_head and loss together (fused_kd.py's kernel for the paper's loss and plain CE, chunked_loss.py
 # for every other ablation), never the micro-batch's [tokens, V] logits; "reference": distill_loss.py.
-top_k_count = (round(top_k * n_vocab) if top_k < 1 else int(top_k)) if top_k > 0 else None  # round(p·V), as the paper
+top_k_count = resolve_top_k(top_k, n_vocab)   # round(p·V), as the paper; checked by check_data_files
 loss_options = dict(temperature=temperature, vocab_size=model_cfg.vocab_size if loss_all_rows else n_vocab,
                     kl=kd_loss, top_k=top_k_count,
                     top_k_variant=top_k_variant, label_smoothing=label_smoothing, jsd_beta=jsd_beta)
-compute_dtype = None if dtype == "float32" else getattr(torch, dtype)
 
 
 def alpha_at(it):
@@ -246,38 +256,67 @@ def run_eval():
         fail(f"evaluation data: {e}")
 
 
-def save(tag=""):
+def save(data_state, rng, tag=""):
+    """The weights at `step`; data_state and rng as they were before this step drew its batches."""
+    global saved_step
     meta = {"model_config": asdict(model_cfg), "tokenizer": tokenizer, "tokenizer_state": tokenizer_state,
             "n_vocab": n_vocab, "config": config,
-            "step": step, "tokens_seen": tokens_seen, "data_state": train_loader.state_dict(), "git_commit": run_log.commit,
-            "rng": rng_state()}
-    if fsdp:  # shards to resume from, and the gathered weights as the usual single file for eval/export/teachers
-        save_sharded(sharded_dir, raw_model, optimizer, meta)
-        whole = full_model_state_dict(raw_model)
-        if master:
-            save_checkpoint(ckpt_path, {**meta, "model": whole, "optimizer": None})
-    elif master:
-        save_checkpoint(ckpt_path, {**meta, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict()})
+            "step": step, "tokens_seen": tokens_seen, "data_state": data_state, "git_commit": run_log.commit,
+            "rng": rng}
+    try:
+        if fsdp:  # shards to resume from, and the gathered weights as the usual single file for eval/export/teachers
+            save_sharded(sharded_dir, raw_model, optimizer, meta)
+            whole = full_model_state_dict(raw_model)
+            if master:
+                save_checkpoint(ckpt_path, {**meta, "model": whole, "optimizer": None})
+        elif master:
+            save_checkpoint(ckpt_path, {**meta, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict()})
+    except CheckpointError as e:   # a full disk: which file, how big, how much is free (the last checkpoint is whole)
+        fail(f"{e}. {last_good()}")
     log(f"saved {sharded_dir if fsdp else ckpt_path} at step {step}{tag}")
+    saved_step = step
 
 
-# A scheduler's SIGTERM (preemption) or Ctrl-C: finish the step, checkpoint, exit.
+saved_step = resumed_from   # the step of the checkpoint on disk that this run wrote or resumed from
+
+
+def last_good():
+    return (f"The last good checkpoint is {sharded_dir if fsdp else ckpt_path}, from step {saved_step}."
+            if saved_step is not None else "This run saved no checkpoint.")
+
+
+# A scheduler's SIGTERM (preemption) or a first Ctrl-C: finish the step, checkpoint, exit 143. A second Ctrl-C
+# aborts at once, as Ctrl-C does anywhere else, losing what came after the last checkpoint.
 stop_requested = []   # the signals received (a list, so the handler needs no `global`)
-signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.append(signum))
-# Test-only: NANOKD_TEST_SIGNAL="SIGKILL@23" makes every process send itself that signal right after step 23,
-# so the fault tests interrupt a run at a known step on any machine, however fast its steps are.
-_test_signal, _, _test_signal_step = os.environ.get("NANOKD_TEST_SIGNAL", "").partition("@")
-_test_signal = getattr(signal, _test_signal) if _test_signal else None
+
+
+def on_signal(signum, frame):
+    if signum == signal.SIGINT and stop_requested:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGINT)
+    if signum == signal.SIGINT and master:   # (os.write: print is not safe inside a signal handler)
+        os.write(2, b"train.py: Ctrl-C: finishing this step, then checkpointing; Ctrl-C again aborts\n")
+    stop_requested.append(signum)
+
+
+signal.signal(signal.SIGTERM, on_signal)
+signal.signal(signal.SIGINT, on_signal)
+# Test-only: NANOKD_TEST_SIGNAL="SIGKILL@23" makes every process send itself that signal right after step 23
+# ("SIGINT,SIGINT@23": those two, in turn), so the fault tests interrupt a run at a known step on any machine.
+_test_signals, _, _test_signal_step = os.environ.get("NANOKD_TEST_SIGNAL", "").partition("@")
+_test_signals = [getattr(signal, name) for name in _test_signals.split(",") if name]
 
 # ---- the run directory records what produced it (runlog.py) -------------------
 run_log = RunLog(out_dir, config, master, wandb_project=wandb_project if wandb_log else None,
                  wandb_run_name=wandb_run_name, model_config=asdict(model_cfg), world_size=world_size,
-                 grad_accum_steps=grad_accum_steps)
+                 grad_accum_steps=grad_accum_steps, resumed_from=resumed_from)
 record = run_log.record
 
 n_student = raw_model.num_params()
 log(f"student {model} {n_student / 1e6:.2f}M params"
-    + (f", teacher {teacher.num_params() / 1e6:.2f}M params (α={alpha}, T={temperature})" if teacher is not None else ", no teacher")
+    + (f", teacher {teacher.num_params() / 1e6:.2f}M params (α={alpha}, T={temperature})" if teacher is not None
+       else f", teacher cache {teacher_cache} ({kd_cache.method} k={kd_cache.k}, α={alpha}, T={temperature})" if kd_cache
+       else ", no teacher")
     + f" | {world_size} process(es) × {grad_accum_steps} accumulation × {batch_size}×{block_size} = {batch_tokens:,} tokens/step"
     + f" | {total_iters} steps, {loss_path(loss_impl, teacher is not None, **loss_options)} loss, {dtype}")
 
@@ -286,30 +325,47 @@ flops_per_step = batch_tokens * (raw_model.flops_per_token(block_size) +
                                  (teacher.flops_per_token(block_size, backward=False) if teacher is not None else 0))
 peak = plan.peak_flops(device) * world_size
 t_start, t_last, step_last, tokens_at_start = time.time(), time.time(), step, tokens_seen
-t_run, first_step, loss_f = time.time(), step, None
-while step < total_iters:
-    if step % eval_interval == 0 and step > 0:
+t_run, first_step, stop_flag = time.time(), step, 0.0
+loss_f = ce_f = kd_f = None
+while True:
+    # The weights at `step` are checkpointed (every eval_interval steps, at the end, on a stop signal) only once
+    # their evaluation, and the loss and gradient norm this step computes from them, are finite: a run that
+    # diverges keeps its last good checkpoint. So the last step's weights take one more forward and backward.
+    last = step >= total_iters or stop_flag > 0
+    evaluate = step >= total_iters or (not stop_flag and step % eval_interval == 0 and step > 0)
+    if evaluate:
         ev = run_eval()
-        log(f"step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in ev.items()))
+        log(f"{'final' if last else f'step {step}'}: " + " | ".join(f"{k} {v:.4f}" for k, v in ev.items()))
         record({"step": step, "eval": ev})
-        save()
+        if not all(math.isfinite(v) for v in ev.values()):
+            fail(f"evaluation at step {step} is not finite ({ev}); stopping. {last_good()}")
+    if evaluate or last:
+        resume_state = train_loader.state_dict(), rng_state()   # before this step draws its batches
+    if last:
+        trained = loss_f, ce_f, kd_f   # the last step's, for final.json (this one is a check, not a step)
 
     lr, alpha_now = lr_at(step), alpha_at(step)
     for group in optimizer.param_groups:
         group["lr"] = lr
     sums = torch.zeros(4, device=device)  # loss, ce, kd over the step's scored tokens; a stop flag
     try:   # the step's batches first: its loss is divided by the tokens all of them score (packing pads rows)
-        batches = [train_loader.next_batch() for _ in range(grad_accum_steps)]
+        batches, cached = [], []
+        for _ in range(grad_accum_steps):
+            batches.append(train_loader.next_batch())
+            cached.append(kd_cache.targets(train_loader.last_windows, device) if kd_cache else None)
+    except CacheError as e:
+        fail(str(e))
     except TokenFileError as e:   # an id past the vocabulary: say which file and where, not an IndexError
         fail(f"training data: {e}")
     divisors = micro_step_weights([b[1] for b in batches], world_size,
-                                  all_reduce=sum_over_ranks if ddp and packing else None)
+                                  all_reduce=sum_over_ranks if ddp else None)   # (unpacked too: else d = accum/W)
     for micro, batch in enumerate(batches):
         x, y, *docs = (t.to(device, non_blocking=True) for t in batch)   # docs: segment ids, positions if packing
         set_grad_sync(student, micro == grad_accum_steps - 1)  # communicate once per step, not per micro-step
         loss, ce, kd = micro_batch_loss(student, raw_model.lm_head, x, y, alpha_now, teacher=teacher_fwd,
                                         teacher_head=teacher.lm_head if teacher is not None else None,
                                         loss_impl=loss_impl, compute_dtype=compute_dtype, **loss_options,
+                                        cached=dict(targets=cached[micro], method=kd_cache.method, k=kd_cache.k) if kd_cache else None,
                                         **dict(zip(("segment_ids", "positions"), docs)))
         (loss / divisors[micro]).backward()
         sums[:3] += torch.stack([loss.detach(), ce, kd]).float() / divisors[micro]
@@ -318,20 +374,23 @@ while step < total_iters:
         dist.all_reduce(sums, op=dist.ReduceOp.AVG)  # the flag rides along: all ranks stop at the same step
     loss_f, ce_f, kd_f, stop_flag = sums.tolist()
     if not math.isfinite(loss_f):
-        # the checkpoint on disk is from the last eval of a finite run; leave it alone
-        fail(f"loss is {loss_f} at step {step} (ce {ce_f}, kd {kd_f}); stopping. "
-             f"The last good checkpoint is {ckpt_path} if one was saved.")
+        fail(f"loss is {loss_f} at step {step} (ce {ce_f}, kd {kd_f}); stopping. {last_good()}")
     grad_norm = full(torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)).item()
     if not math.isfinite(grad_norm):
         fail(f"gradient norm is {grad_norm} at step {step} (loss {loss_f}); stopping before it reaches the weights. "
-             f"The last good checkpoint is {ckpt_path} if one was saved.")
+             f"{last_good()}")
+    if evaluate or last:
+        save(*resume_state, " (stop requested)" if stop_flag else "")
+        if last:
+            break
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     step += 1
     tokens_seen += batch_tokens
     record({"step": step, "loss": loss_f, "ce": ce_f, "kd": kd_f, "lr": lr, "alpha": alpha_now, "grad_norm": grad_norm})
-    if _test_signal is not None and step == int(_test_signal_step):
-        os.kill(os.getpid(), _test_signal)
+    if _test_signals and step == int(_test_signal_step):
+        for _signal in _test_signals:
+            os.kill(os.getpid(), _signal)
 
     if step == first_step + 1:  # throughput leaves out the first step: compilation, allocator warm-up
         t_start, t_last, step_last, tokens_at_start = time.time(), time.time(), step, tokens_seen
@@ -343,18 +402,14 @@ while step < total_iters:
         log(f"step {step}/{total_iters} | loss {loss_f:.4f} ce {ce_f:.4f} kd {kd_f:.4f} | lr {lr:.2e} α {alpha_now:.2f} | "
             f"{tok_s:,.0f} tok/s{mfu} | ETA {eta / 60:.1f} min")
         t_last, step_last = now, step
-    if stop_flag > 0:
-        save(" (stop requested)")
-        log(f"stopped by signal at step {step}; continue with --resume=True")
-        run_log.finish()
-        if ddp:
-            exit_cleanly(143)
-        sys.exit(143)
 
-final = run_eval()
-log("final: " + " | ".join(f"{k} {v:.4f}" for k, v in final.items()))
-record({"step": step, "eval": final})
-save()
+if step < total_iters:   # stopped by a signal, and checkpointed
+    log(f"stopped by signal at step {step}; continue with --resume=True")
+    run_log.finish()
+    if ddp:
+        exit_cleanly(143)
+    sys.exit(143)
+final, (loss_f, ce_f, kd_f) = ev, trained
 if master:
     with open(os.path.join(out_dir, "final.json"), "w") as f:
         json.dump({"step": step, "tokens_seen": tokens_seen, "eval": final, "train_loss": loss_f,

@@ -14,6 +14,7 @@ import torch
 from chunked_loss import in_kernel, linear_kd_ce
 from distill_loss import distill_loss
 from parallel import full
+from sparse_kd import sparse_linear_kd_ce
 
 
 def loss_path(loss_impl, has_teacher, kl="forward", temperature=1.0, top_k=None, label_smoothing=0.0, **_):
@@ -25,7 +26,8 @@ def loss_path(loss_impl, has_teacher, kl="forward", temperature=1.0, top_k=None,
 
 
 def micro_batch_loss(student, student_head, x, y, alpha, *, teacher=None, teacher_head=None,
-                     loss_impl="fused", compute_dtype=None, segment_ids=None, positions=None, **loss_options):
+                     loss_impl="fused", compute_dtype=None, segment_ids=None, positions=None, cached=None,
+                     **loss_options):
     """Forward both models on a micro-batch; return (loss, ce, kd): the objective at α = alpha, and its two
     terms (ce against the data, kd against the teacher; kd is 0 without one), ce and kd detached.
 
@@ -35,6 +37,8 @@ def micro_batch_loss(student, student_head, x, y, alpha, *, teacher=None, teache
     loss_impl     "fused" (never the [B·T, V] logits) or "reference" (distill_loss.py on full logits)
     segment_ids, positions   [B, T] of packed rows (data/packing.py): both models attend within documents,
                   RoPE restarts per document; padding has target ignore_index, so neither loss scores it
+    cached        instead of a teacher: a teacher cache's rows for this micro-batch (kd_cache.py), as
+                  dict(targets=..., method=..., k=...); the KD term then comes from sparse_kd.py, chunked
     compute_dtype None = fp32; torch.bfloat16 / float16 = autocast the forwards in it and cast the final
                   hidden states to it, so the fused lm_head GEMMs run in it, as an autocast lm_head would
     loss_options  distill_loss's keywords: temperature, vocab_size, kl, top_k (a count), top_k_variant,
@@ -50,6 +54,13 @@ def micro_batch_loss(student, student_head, x, y, alpha, *, teacher=None, teache
     # Under FSDP the lm_head weights may still be shards: gathered differentiably (parallel.full)
     w_s = full(student_head.weight)
     w_t = full(teacher_head.weight) if teacher is not None else None
+    if cached is not None:   # always chunked: the student's logits a chunk at a time, the teacher's only sparse
+        h = h.to(compute_dtype) if compute_dtype is not None else h
+        o = loss_options
+        return sparse_linear_kd_ce(h, w_s, y, cached["targets"], method=cached["method"], cache_k=cached["k"],
+                                   alpha=alpha, temperature=o.get("temperature", 1.0), top_k=o.get("top_k"),
+                                   top_k_variant=o.get("top_k_variant", "teacher"), vocab_size=o.get("vocab_size"),
+                                   label_smoothing=o.get("label_smoothing", 0.0), ignore_index=o.get("ignore_index", -100))
     if loss_impl == "fused":
         # The residual stream is fp32 under autocast, so the fused loss's GEMMs would run in fp32 (TF32 at
         # best) with fp32 gradient buffers: the cast makes them bf16 GEMMs with fp32 accumulation.

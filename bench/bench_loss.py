@@ -58,11 +58,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import chunked_loss  # noqa: E402
 import fused_kd  # noqa: E402
 from distill_loss import distill_loss  # noqa: E402
+from plan import peak_for_name  # noqa: E402   (the one table of bf16 peaks)
 
-# dense bf16 peak, TFLOP/s, by a substring of the device name; the first match wins, so the PCIe/NVL
-# parts (lower clocks and power) come before the SXM default of their family
-PEAK_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H200 NVL", 835.0), ("H100", 989.0),
-                    ("H200", 989.0), ("GH200", 989.0), ("A100", 312.0)]
 # torch.OutOfMemoryError is the top-level name only in newer torch; torch.cuda's alias is older
 OOM_ERRORS = tuple({getattr(torch, "OutOfMemoryError", RuntimeError), getattr(torch.cuda, "OutOfMemoryError", RuntimeError)})
 
@@ -347,7 +344,7 @@ if not args.no_memory:
 flops = 2 * args.N * args.V * (args.H_t + 3 * args.H_s)
 peak = args.peak_tflops
 if peak is None and dev.type == "cuda":
-    peak = next((v for k, v in PEAK_BF16_TFLOPS if k in device_name()), None)
+    peak = peak_for_name(device_name()) / 1e12 or None
 floor_t = statistics.median(times["floor"]) if "floor" in times else None
 
 

@@ -51,26 +51,55 @@ def cuda_unavailable_reason():
     return None
 
 
-def compile_kernel(variant, block_v, num_warps, arch, aligned=True):
-    """Compile _kd_ce_rows_kernel for sm_<arch> as the JIT would specialise it at a launch; returns
-    dict(regs, spill_stores, spill_loads, stack, shared, seconds) from ptxas -v and the kernel metadata.
-    aligned: the int arguments (strides, V) divisible by 16, as for V = 50304 or 128256 (the JIT then
-    marks them so and the loads vectorise); False for a V like 50257."""
+def launch_for(variant, V, block_v=None):
+    """What _rows_triton would launch for a 2-row chunk of this variant at vocabulary V (CPU tensors from
+    fused_kd.row_buffer, as _fused_forward allocates them): (args, consts) from fused_kd.triton_launch."""
+    import torch
+    teacher, t1, wg, g = variant
+    S = fused_kd.row_buffer(2, V, torch.float32, "cpu")
+    Tb = fused_kd.row_buffer(2, V, torch.float32, "cpu") if teacher else None
+    G = fused_kd.row_buffer(2, V, torch.bfloat16, "cpu") if wg and g == "bf16" else S
+    y, n_valid, ce, kd = torch.zeros(2, dtype=torch.long), torch.ones(()), torch.empty(2), torch.empty(2)
+    _, args, consts = fused_kd.triton_launch(S, Tb, G, y, n_valid, ce, kd, 0.5, 1.0 if t1 else 2.0, -100, teacher, wg)
+    if block_v is not None:
+        consts["BLOCK_V"] = block_v
+    return args, consts
+
+
+def specialise(fn, args, consts):
+    """Triton's JIT specialisation of a launch with these arguments, spelled for ASTSource: (signature, attrs).
+    As the JIT does: a pointer whose address is a multiple of 16 bytes, and an int that is a multiple of 16,
+    are marked tt.divisibility=16, which lets the compiler vectorise the accesses that use them."""
+    import torch
+    names = [p.name for p in fn.params]
+    sig, attrs = {}, {}
+    dtypes = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.int64: "*i64"}
+    for i, (name, a) in enumerate(zip(names, args)):
+        if isinstance(a, torch.Tensor):
+            sig[name], divisible = dtypes[a.dtype], a.data_ptr() % 16 == 0
+        elif isinstance(a, int):
+            assert a != 1, f"{name} = 1: the JIT would make it a constant; not modelled here"
+            sig[name], divisible = ("i32" if -2**31 <= a < 2**31 else "i64"), a % 16 == 0
+        else:
+            sig[name], divisible = "fp32", False
+        if divisible:
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    sig.update({k: "constexpr" for k in consts})
+    return sig, attrs
+
+
+def compile_kernel(variant, block_v, num_warps, arch, V=50304):
+    """Compile _kd_ce_rows_kernel for sm_<arch> exactly as the JIT would specialise it when _rows_triton launches
+    it at vocabulary V (the arguments come from fused_kd.triton_launch). Returns dict(regs, spill_stores,
+    spill_loads, stack, shared, seconds, v4_loads, scalar_loads) from ptxas -v, the kernel metadata and the
+    PTX (how many 4-wide vector loads, ld.global.v4, and scalar loads it holds)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    teacher, t1, wg, g = variant
-    sig = dict(s_ptr="*fp32", t_ptr="*fp32", g_ptr=f"*{g}", y_ptr="*i64", n_valid_ptr="*fp32", ce_ptr="*fp32",
-               kd_ptr="*fp32", stride_s="i32", stride_t="i32", stride_g="i32", V="i32", ignore_index="i32",
-               inv_T="fp32", ce_w="fp32", kd_w="fp32", T2="fp32", HAS_TEACHER="constexpr", T_IS_ONE="constexpr",
-               WRITE_GRAD="constexpr", BLOCK_V="constexpr")
-    consts = dict(HAS_TEACHER=teacher, T_IS_ONE=t1, WRITE_GRAD=wg, BLOCK_V=block_v)
-    # torch allocations are 16-byte aligned, so the JIT marks every pointer (args 0-6) divisible by 16;
-    # the strides and V (7-10) too when they are multiples of 16. (ignore_index = -100 is not.)
-    div = [["tt.divisibility", 16]]
-    attrs = {(i,): div for i in range(11 if aligned else 7)}
-    log = io.StringIO()
     fn = fused_kd._kd_ce_rows_kernel
+    args, consts = launch_for(variant, V, block_v)
+    sig, attrs = specialise(fn, args, consts)
+    log = io.StringIO()
     with tempfile.TemporaryDirectory() as cache, _env(TRITON_CACHE_DIR=cache, TRITON_DUMP_PTXAS_LOG="1",
                                                       TRITON_ALWAYS_COMPILE="1"), contextlib.redirect_stdout(log):
         t0 = time.perf_counter()
@@ -82,8 +111,11 @@ def compile_kernel(variant, block_v, num_warps, arch, aligned=True):
     spills = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", text)
     if not (regs and spills):
         raise RuntimeError(f"could not read ptxas' -v output for {variant_name(variant)} sm_{arch}:\n{text}")
+    ptx = k.asm["ptx"]
     return dict(regs=int(regs.group(1)), stack=int(spills.group(1)), spill_stores=int(spills.group(2)),
-                spill_loads=int(spills.group(3)), shared=k.metadata.shared, seconds=seconds)
+                spill_loads=int(spills.group(3)), shared=k.metadata.shared, seconds=seconds,
+                v4_loads=len(re.findall(r"ld\.global(?:\.\w+)*\.v4\.", ptx)),
+                scalar_loads=len(re.findall(r"ld\.global(?:\.\w+)*\.[bfsu](?:16|32|64) ", ptx)))
 
 
 @contextlib.contextmanager

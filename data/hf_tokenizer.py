@@ -32,6 +32,7 @@ page) is encoded as ordinary text, never as the special token.
 import hashlib
 import json
 import os
+import zipfile
 
 IDENTITY_FIELDS = ("model", "added_tokens", "normalizer", "pre_tokenizer")
 PROBE = "Hello world"  # encoded with and without special tokens to see what the post-processor adds
@@ -121,25 +122,30 @@ class HFTokenizer:
             raise ValueError(f"tokenizer stored as {state['name']} rebuilds as {tok.name}: the stored copy is corrupt")
         return tok
 
-    def save(self, folder):
-        """tokenizer.json and tokenizer_config.json as this tokenizer was read (a Hugging Face folder)."""
+    def save(self, folder, model_max_length=None):
+        """tokenizer.json and tokenizer_config.json as this tokenizer was read (a Hugging Face folder);
+        model_max_length: the context of the model it is saved with (not the teacher's it came from)."""
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, "tokenizer.json"), "w", encoding="utf-8") as f:
             f.write(self.tokenizer_json)
         config = dict(self.tokenizer_config)
         config.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
+        if model_max_length is not None:
+            config["model_max_length"] = int(model_max_length)
         with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2, ensure_ascii=False)
 
 
 def load_hf_tokenizer(path):
     """A Hugging Face model folder (tokenizer.json + tokenizer_config.json) or a tokenizer.json file."""
-    if path is None:
+    if not path:   # None or "" (a config's empty tokenizer_path)
         raise ValueError("the hf tokenizer needs a path (--tokenizer_path): a model folder or its tokenizer.json")
     path = os.fspath(path)
+    if os.path.isfile(path) and zipfile.is_zipfile(path):   # a nanokd checkpoint (torch's zip format)
+        return _tokenizer_of_checkpoint(path)
     file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
     if not os.path.isfile(file):
-        raise FileNotFoundError(f"no tokenizer.json at {path}" + (
+        raise FileNotFoundError(f"no tokenizer.json at {path}" + local_folder_hint(path) + (
             " (this loader reads only tokenizer.json, the `tokenizers` format; a folder with only a "
             "sentencepiece/tiktoken model needs converting with transformers first)" if os.path.isdir(path) else ""))
     with open(file, encoding="utf-8") as f:
@@ -155,3 +161,30 @@ def load_hf_tokenizer(path):
         if isinstance(e, ValueError) and str(e).startswith(os.path.abspath(file)):
             raise
         raise ValueError(f"{file}: not a tokenizer.json the `tokenizers` library reads ({type(e).__name__}: {e})") from e
+
+
+def _tokenizer_of_checkpoint(path):
+    """The Hugging Face tokenizer a nanokd checkpoint carries (a student trained on a teacher's tokenizer,
+    used in turn as a teacher); read the safe way (checkpoint.load_checkpoint: tensors and plain values only)."""
+    from checkpoint import CheckpointError, load_checkpoint
+    try:
+        ck = load_checkpoint(path, mmap=True)
+    except CheckpointError as e:
+        raise ValueError(str(e)) from e
+    if not ck.get("tokenizer_state"):
+        raise ValueError(f"{path} is a nanokd checkpoint of tokenizer {ck.get('tokenizer')!r}, which carries no "
+                         f"Hugging Face tokenizer: use --tokenizer={ck.get('tokenizer')}, or pass --tokenizer_path "
+                         f"with the folder its data was prepared with")
+    return HFTokenizer.from_state(ck["tokenizer_state"])
+
+
+def local_folder_hint(path):
+    """For a path that does not exist but reads like a Hugging Face hub id ("org/name"): how to get a folder
+    (nanokd downloads nothing). "" for anything else."""
+    p = os.fspath(path)
+    parts = p.split("/")
+    if os.path.exists(p) or len(parts) != 2 or not all(parts) or p.startswith((".", "~")) or \
+            p.endswith((".pt", ".pth", ".json", ".bin", ".safetensors", ".model")):   # a file path with a typo
+        return ""
+    return (f" ({p!r} reads like a Hugging Face hub id; nanokd reads local folders only: download it with "
+            f"`hf download {p} --local-dir models/{parts[1]}` and pass models/{parts[1]})")

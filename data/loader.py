@@ -22,6 +22,7 @@ smaller.
 """
 
 import glob
+import json
 import os
 import sys
 
@@ -129,6 +130,7 @@ class TokenLoader:
             self.epoch, self.position = self.epoch + 1, 0
         lo = self.position + self.rank * self.B
         idx = self._permutation()[lo:lo + self.B]
+        self.last_windows = idx   # the batch's global window indices: what a teacher cache is keyed by
         self.position += global_batch
         buf = np.stack([self._window(int(w)) for w in idx]).astype(np.int64)
         if buf.max(initial=0) >= self.vocab_size:   # one pass over B·T ints; found here, not as an embedding crash later
@@ -164,15 +166,25 @@ def open_training_data(data_dir, batch_size, block_size, rank=0, world_size=1, s
     state None. ValueError (a TokenFileError for a bad file) saying what is wrong. Warns once on rank 0 when
     val.bin is missing."""
     state = None
-    if tokenizer is not None and (tokenizer == "hf" or tokenizer.startswith("hf-")) and tokenizer_path:
-        from data.tokenizer import get_tokenizer
-        tok = get_tokenizer(tokenizer, tokenizer_path)
-        tokenizer, state = tok.name, tok.state()
     files = sorted(glob.glob(os.path.join(data_dir, "train*.bin")))
     if not files:
         raise ValueError(f"no training data matches {os.path.join(data_dir, 'train*.bin')}; prepare it first "
                          "(python data/prepare_embedded.py, see README)")
     header = read_header(files[0])
+    hf = tokenizer is not None and (tokenizer == "hf" or tokenizer.startswith("hf-"))
+    if hf and not tokenizer_path:   # the checkpoint must carry the tokenizer, so it has to be read from somewhere
+        raise ValueError(f"tokenizer={tokenizer!r} reads the teacher's tokenizer.json, and this run has no teacher: "
+                         f"pass --tokenizer_path={_tokenizer_source(data_dir) or 'FOLDER'} (the folder the data was "
+                         f"prepared with)")
+    if hf:
+        from data.tokenizer import get_tokenizer
+        tok = get_tokenizer(tokenizer, tokenizer_path)
+        tokenizer, state = tok.name, tok.state()
+    if tokenizer is not None and tokenizer != header["tokenizer"]:
+        hint = (f": pass --tokenizer=hf with --tokenizer_path={_tokenizer_source(data_dir) or 'FOLDER'} (or a "
+                f"--teacher_ckpt that has it)" if header["tokenizer"].startswith("hf-") and not hf else "")
+        raise ValueError(f"{files[0]} was written with tokenizer {header['tokenizer']!r} ({header['vocab_size']} ids) "
+                         f"but this run's tokenizer is {tokenizer!r}{hint}")
     n_vocab = header["vocab_size"]
     if packing:
         from data.packing import PackedLoader, document_mark
@@ -187,6 +199,16 @@ def open_training_data(data_dir, batch_size, block_size, rank=0, world_size=1, s
               + ("" if glob.glob(os.path.join(data_dir, "ood_*.bin")) else " and evaluates nothing at all")
               + " (prepare it with the data/prepare_*.py script that made the training files)", file=sys.stderr, flush=True)
     return loader, n_vocab, (tokenizer, state)
+
+
+def _tokenizer_source(data_dir):
+    """The tokenizer folder a prepare script recorded in data_dir/meta.json, for hints ("" if none)."""
+    try:
+        with open(os.path.join(data_dir, "meta.json")) as f:
+            source = json.load(f).get("tokenizer_source") or ""
+    except (OSError, ValueError):
+        return ""
+    return os.path.dirname(source) if source.endswith("tokenizer.json") else source
 
 
 def eval_batches(path, batch_size, block_size, max_batches=None, rank=0, world_size=1,

@@ -269,7 +269,13 @@ def main(argv=None):
                          "scale; default out_dir data/embedded_<tokenizer>_paragraphs")
     args = ap.parse_args(argv)
     t0 = time.time()
-    tok = get_tokenizer(args.tokenizer, args.tokenizer_path)
+    if args.tokenizer == "hf" and not args.tokenizer_path:
+        sys.exit("prepare_embedded.py: --tokenizer hf reads a Hugging Face tokenizer.json: add --tokenizer_path "
+                 "with the teacher's folder (or its tokenizer.json)")
+    try:
+        tok = get_tokenizer(args.tokenizer, args.tokenizer_path)
+    except (ValueError, OSError) as e:   # no tokenizer.json there, one the `tokenizers` library cannot read
+        sys.exit(f"prepare_embedded.py: {e}")
     out_dir = args.out_dir or os.path.join(REPO, "data", f"embedded_{tok.name}" + ("_paragraphs" if args.paragraphs else ""))
 
     if not args.force and _already_done(out_dir, tok):

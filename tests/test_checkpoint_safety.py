@@ -2,15 +2,14 @@
 Loading a checkpoint never runs code from whoever wrote it.
 
 A crafted file whose pickle calls os.system (touching a marker file) is handed to every way nanokd reads a
-checkpoint: eval.py --ckpt, train.py --teacher_ckpt and --resume, export.py, and the sharded (FSDP) path,
-both its meta.pt and DCP's own .metadata pickle. Each must refuse it with a clear error, and the marker must
-not exist afterwards. The first test shows the payload is live (plain unpickling does create the marker), so
+checkpoint: eval.py --ckpt, train.py --teacher_ckpt and --resume, and export.py (the sharded (FSDP) path and
+`checkpoint.py convert` are tests/test_sharded_safety.py's). Each must refuse it with a clear error, and the
+marker must not exist afterwards. The first test shows the payload is live (plain unpickling does create the marker), so
 the others can fail. Pre-v2 checkpoints (numpy RNG state) are refused with the conversion command, which
 then turns them into loadable ones holding the same values.
 """
 
 import os
-import pickle
 import subprocess
 import sys
 
@@ -20,7 +19,6 @@ import torch
 
 import checkpoint
 from checkpoint import CheckpointError, load_checkpoint
-from parallel import check_sharded
 from test_train import ROOT, TINY, data_dir, teacher_ckpt, train  # noqa: F401  (fixtures)
 
 
@@ -79,40 +77,6 @@ def test_every_entry_point_refuses_it(tmp_path, data_dir, how):  # noqa: F811
     assert proc.returncode != 0
     assert "not loaded" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert not marker.exists()
-
-
-@pytest.mark.slow
-def test_sharded_checkpoint_refuses_a_crafted_dcp_metadata_and_meta(tmp_path):
-    marker = tmp_path / "ran"
-    for target in (".metadata", "meta.pt"):
-        d = tmp_path / target.strip(".")
-        os.makedirs(d)
-        with open(d / ".metadata", "wb") as f:   # a real, harmless DCP metadata pickle unless it is the target
-            pickle.dump(Payload(marker) if target == ".metadata" else torch.Size([1]), f)
-        if target == "meta.pt":
-            write_malicious(d / "meta.pt", marker)
-        else:
-            torch.save({"step": 1}, d / "meta.pt")
-        with pytest.raises(CheckpointError, match="not loaded"):
-            check_sharded(str(d))
-        proc = run("parallel.py", "gather", str(d), str(tmp_path / "out.pt"))
-        assert proc.returncode != 0 and "not loaded" in proc.stderr, proc.stderr[-2000:]
-        assert not marker.exists(), target
-
-
-def test_a_real_sharded_metadata_passes_the_check(tmp_path):
-    # the allow-list is not so tight that DCP's own files fail it (a single-process DCP save of a model + AdamW)
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-    m = torch.nn.Linear(4, 3)
-    opt = torch.optim.AdamW(m.parameters())
-    m(torch.randn(2, 4)).sum().backward()
-    opt.step()
-    model_sd, optim_sd = get_state_dict(m, opt)
-    with pytest.warns(UserWarning):   # "assuming the intent is to save in a single process"
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp_path))
-    torch.save({"step": 3, "rng": checkpoint.rng_state()}, tmp_path / "meta.pt")
-    assert check_sharded(str(tmp_path))["step"] == 3
 
 
 @pytest.mark.slow

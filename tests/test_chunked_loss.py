@@ -170,3 +170,20 @@ def test_bad_arguments(kwargs, match):
     kwargs = {"vocab_size": V_REAL, **kwargs}
     with pytest.raises(ValueError, match=match):
         chunked_linear_kd_ce(x_s, w_s, y, x_t, w_t, **kwargs)
+
+
+@pytest.mark.parametrize("group_chunks", [2, 4])
+def test_gradient_gemms_over_several_chunks(monkeypatch, group_chunks):
+    """On CUDA the gradient GEMMs run once per group of chunks (chunked_loss.gemm_rows; sized by arithmetic
+    intensity); forced here on CPU: groups of 2 chunks (a partial last group of 1 short chunk) and of 4 (a short
+    last group), in float64 within the float64 bound of test_matches_reference."""
+    import chunked_loss
+    monkeypatch.setattr(chunked_loss, "gemm_rows", lambda chunk, device: group_chunks * chunk)
+    x_s, w_s, x_t, w_t, y = make_inputs(seed=3)
+    opts = dict(alpha=0.5, kl="reverse", temperature=2.0)
+    loss64, ce64, kd64, dx64, dw64, dS64 = reference(x_s, w_s, y, x_t, w_t, **opts)
+    b64 = bounds(x_s, w_s, y, dS64, loss64, torch.float64, 2.0)
+    got = chunked(x_s, w_s, y, x_t, w_t, **opts)
+    check(got[0], loss64, b64[0], "loss")
+    check(got[3], dx64, b64[1], "dX")
+    check(got[4], dw64, b64[2], "dW")

@@ -280,3 +280,16 @@ def test_grids_say_which_topk_variant():
         for r in sweep.expand(sweep.load_grid(path)):
             if r["overrides"].get("top_k"):
                 assert r["overrides"].get("top_k_variant") in ("teacher", "both", "bucket"), (path, r["name"])
+
+
+def test_every_config_and_grid_run_passes_the_settings_check():
+    """What train.py checks first (settings.py), in-process: every shipped config and every run the grids
+    expand to, as a dry run would see it (a dry run plans GPUs from a machine without one)."""
+    from configurator import apply_overrides
+    from settings import check_settings
+    from test_settings import train_defaults
+    argvs = [[c] for c in CONFIGS]
+    argvs += [sweep.train_args(run)[1:-1] for path in GRIDS for run in sweep.expand(sweep.load_grid(path))]
+    assert len(argvs) > 300
+    for argv in argvs:
+        check_settings(apply_overrides(train_defaults(), [*argv, "--dry_run=True"]))

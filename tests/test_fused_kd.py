@@ -208,16 +208,19 @@ def test_kernel_writes_bf16_gradient():
     # against the fp32 one (on CPU too, in the interpreter).
     dev = device_of("triton")
     g = torch.Generator().manual_seed(2)
-    S = (torch.randn(6, 300, generator=g) * 4).to(dev)
-    Tb = (torch.randn(6, 300, generator=g) * 4).to(dev)
+    S, Tb = fused_kd.row_buffer(6, 300, torch.float32, dev), fused_kd.row_buffer(6, 300, torch.float32, dev)
+    S.copy_(torch.randn(6, 300, generator=g) * 4)
+    Tb.copy_(torch.randn(6, 300, generator=g) * 4)
     y = torch.tensor([0, 5, -100, 299, 17, 42], device=dev)
     n = torch.tensor(5.0, device=dev)
     outs = []
     for dtype in (torch.float32, torch.bfloat16):
-        G = torch.empty(6, 300, dtype=dtype, device=dev)
+        G = fused_kd.row_buffer(6, 300, dtype, dev)
         ce, kd = torch.empty(6, device=dev), torch.empty(6, device=dev)
-        fused_kd._rows_triton(S.clone(), Tb.clone(), G, y, n, ce, kd, 0.3, 2.0, -100, True, True)
+        fused_kd._rows_triton(S, Tb, G, y, n, ce, kd, 0.3, 2.0, -100, True, True)
         outs.append((G.float(), ce, kd))
+        # the padding columns (300 -> 304) are read, but stay zero and count for nothing
+        assert G.stride(0) == 304 and (G.as_strided((6, 4), (304, 1), G.storage_offset() + 300) == 0).all()
     (g32, ce32, kd32), (g16, ce16, kd16) = outs
     assert rel(g16, g32) < 1e-2 and torch.equal(ce16, ce32) and torch.equal(kd16, kd32)
     assert (g32[2] == 0).all()
@@ -271,11 +274,33 @@ def test_bad_arguments(monkeypatch):
             fused_linear_kd_ce(x_s, w_s, y, impl="triton")
 
 
+def assert_ieee_fp32_pinned():
+    assert "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE" not in os.environ and os.environ.get("NVIDIA_TF32_OVERRIDE") == "0", \
+        "fp32 GEMMs may run as TF32 here: tests/conftest.py must pin the override variables"
+
+
+def test_fp32_checks_run_in_ieee_fp32():
+    # the precondition of every fp32 GPU check, checked on any machine
+    assert_ieee_fp32_pinned()
+
+
+@pytest.mark.skipif(not CUDA or not fused_kd.HAS_TRITON or torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_triton_launches_on_the_tensors_device():
+    # Triton launches on the current device; the launcher makes that the tensors' (cuda:1 here, current cuda:0)
+    x_s, w_s, y, x_t, w_t = make(device="cuda:1")
+    with torch.cuda.device(0):
+        got = fused(x_s, w_s, y, x_t, w_t, impl="triton", alpha=0.5, temperature=2.0, vocab_size=280)
+    assert_close(got, reference(x_s, w_s, y, x_t, w_t, alpha=0.5, temperature=2.0, vocab_size=280), 1e-5)
+
+
 @pytest.mark.skipif(not CUDA or not fused_kd.HAS_TRITON, reason="needs a GPU")
 @pytest.mark.parametrize("impl", ["triton", "torch"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_at_training_shapes(impl, dtype, monkeypatch):
-    # real block size and chunking, a Llama-3 vocabulary, bf16 activations as under autocast
+    # real block size and chunking, a Llama-3 vocabulary, bf16 activations as under autocast; fp32 is IEEE fp32
+    # (the 1e-5 below is not TF32's): conftest.py pins the override variables, torch's flag is pinned here
+    assert_ieee_fp32_pinned()
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     monkeypatch.setattr(fused_kd, "TRITON_BLOCK_V", SHIPPED_BLOCK_V)
     x_s, w_s, y, x_t, w_t = make(N=4096, V=128_256, H_s=1024, H_t=2048, vocab=128_256, dtype=dtype, device="cuda")
     w_s, w_t = w_s / 16, w_t / 16   # logits of a few units, like a trained model's

@@ -281,3 +281,77 @@ def test_report_reads_the_paper_eval_format(tmp_path):
             in md)
     assert "| s | t | 0.5 |  | 1 | +0.703 | +3.641 | +3.641 | +0.020 | +0.050 | +0.020 |" in md
     assert "paper_avg leaves out what could not run: mathqa." in md
+
+
+# ---- names and shell scripts ------------------------------------------------------------------------------
+
+GRID_WITH_NAMES = """
+name = {name!r}
+teachers = {{{teacher!r}: dict(config="configs/tiny_teacher.py")}}
+students = {{{student!r}: dict(config="configs/tiny_student.py")}}
+alphas = [0.5]
+variants = {{{variant!r}: dict(temperature=2.0)}}
+evals = {{{eval_key!r}: "--tasks loss"}}
+"""
+SAFE = dict(name="g", teacher="t96", student="s1.7b", variant="T2", eval_key="loss")
+
+
+@pytest.mark.parametrize("where", ["name", "teacher", "student", "variant", "eval_key"])
+@pytest.mark.parametrize("bad", ["v$(touch X)", "it's", "a/b", "..", "-x", "a b", "tab\there", "new\nline", ""])
+def test_unsafe_names_are_refused_when_the_grid_is_read(tmp_path, where, bad):
+    if where == "variant" and bad == "":
+        return   # "" is the plain variant
+    grid = tmp_path / "grid.py"
+    grid.write_text(GRID_WITH_NAMES.format(**{**SAFE, where: bad}))
+    with pytest.raises(sweep.GridError) as e:
+        sweep.load_grid(str(grid))
+    assert f"name {bad!r} is not allowed" in str(e.value) and "\n" not in str(e.value)
+    assert not os.path.exists("X")
+
+
+def test_safe_names_and_slurm_settings_pass_and_bad_slurm_settings_do_not(tmp_path):
+    grid = tmp_path / "grid.py"
+    grid.write_text(GRID_WITH_NAMES.format(**SAFE) + "slurm = dict(time='1-00:00:00', partition='gpu,a100')\n")
+    runs = sweep.expand(sweep.load_grid(str(grid)))
+    assert {r["name"] for r in runs} == {"teacher_t96", "s1.7b_noKD_s43", "s1.7b_t96_a0.5_T2_s43"}
+    for setting in ("partition='gpu; rm -rf ~'", "time='1:00\\n#SBATCH --x'", "nodes='2'", "port=0",
+                    "setup=['module load x\\nrm y']"):
+        grid.write_text(GRID_WITH_NAMES.format(**SAFE) + f"slurm = dict({setting})\n")
+        with pytest.raises(sweep.GridError, match="slurm"):
+            sweep.expand(sweep.load_grid(str(grid)))
+
+
+@pytest.mark.slow
+def test_slurm_scripts_quote_every_path_and_name_they_run(tmp_path):
+    """What reaches submit.sh and the sbatch scripts is quoted: paths no name check covers (out_root, with a
+    newline even) and, past the check (expand() called directly), names. With fake sbatch/srun/scontrol,
+    running the scripts creates no file X and hands train.py exactly its arguments."""
+    hostile = str(tmp_path / "o$(touch X)\nit's `touch X`")
+    grid = dict(name="g", out_root=hostile, teachers={"t96": dict(config="configs/tiny_teacher.py")},
+                students={"it's": dict(config="configs/tiny_student.py")}, alphas=[0.5],
+                variants={"v$(touch X)": dict(temperature=2.0)})
+    runs = sweep.expand(grid)
+    slurm_dir = tmp_path / "slurm"
+    submit = sweep.write_slurm(runs, {}, grid["name"], slurm_dir)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fakes = {"sbatch": 'echo "$*" >> "$LOG_DIR/sbatch.log"\necho 7\n',
+             "scontrol": "echo node1\n",
+             "srun": 'printf "%s\\0" "$@" > "$LOG_DIR/srun.args"\n'}
+    for cmd, body in fakes.items():
+        (bin_dir / cmd).write_text("#!/bin/bash\n" + body)
+        (bin_dir / cmd).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG_DIR": str(tmp_path),
+           "SLURM_JOB_NODELIST": "node1", "SLURM_NNODES": "1", "SLURM_JOB_ID": "7"}
+    out = subprocess.run(["bash", str(submit)], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert len((tmp_path / "sbatch.log").read_text().splitlines()) == len(runs) == 3
+    assert "it's_t96_a0.5_v$(touch X)_s43: job 7" in out.stdout.splitlines()
+    student = next(r for r in runs if r["deps"])
+    out = subprocess.run(["bash", str(slurm_dir / f"{student['name']}.sbatch")], capture_output=True, text=True,
+                         env=env)
+    assert out.returncode == 0, out.stderr
+    args = (tmp_path / "srun.args").read_text().split("\0")[:-1]
+    assert args[args.index("--rdzv-id=7") + 1:] == sweep.train_args(student)
+    assert f"--out_dir={hostile}/g/it's_t96_a0.5_v$(touch X)_s43" in args
+    assert not [p for p in tmp_path.rglob("X")] and not os.path.exists(os.path.join(ROOT, "X"))

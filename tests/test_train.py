@@ -5,6 +5,7 @@ import glob
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint, save_checkpoint
-from data.tokenfile import write_tokens
+from data.tokenfile import load_tokens, write_tokens
 
 pytestmark = pytest.mark.slow   # subprocess, torchrun or compile runs: pytest -m "not slow" leaves them out
 
@@ -177,31 +178,60 @@ def assert_resumed_exactly(straight, resumed, resumed_from, proc):
 
 
 def test_sigkill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
-    common = [*TINY, f"--data_dir={data_dir}", "--max_iters=30", "--eval_interval=10"]
+    # a training file of 8 steps an epoch (64 windows of 33): the step-20 checkpoint is in epoch 2, so an exact
+    # resume needs the loader's epoch as well as its position
+    short = tmp_path / "short_epochs"
+    short.mkdir()
+    for name, n in (("train.bin", 64 * 33 + 5), ("val.bin", None)):
+        write_tokens(short / name, load_tokens(os.path.join(data_dir, name))[:n], 257, "bytes")
+    common = [*TINY, f"--data_dir={short}", "--max_iters=30", "--eval_interval=10"]
     train(*common, f"--out_dir={tmp_path / 'straight'}")
     killed = tmp_path / "killed"
     proc = run_interrupted(common, killed, "SIGKILL@23")
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert max(curve(killed)) == 23  # killed mid-run, three steps past its step-20 checkpoint
-    assert load_checkpoint(str(killed / "ckpt.pt"))["step"] == 20
+    ck = load_checkpoint(str(killed / "ckpt.pt"))
+    assert ck["step"] == 20 and ck["data_state"]["epoch"] == 2
+    (killed / ".ckpt-killed.tmp").write_bytes(b"half a checkpoint, as a kill during a write leaves")
+    for changed in ("--seed=44", "--max_iters=40"):   # what the data position and schedule mean: refused
+        proc = train(*common, f"--out_dir={killed}", "--resume=True", changed, expect_ok=False)
+        key, value = changed[2:].split("=")
+        assert proc.returncode == 1 and f"--resume: {key}={value} but the checkpoint's run has {key}=" in proc.stderr
     proc = train(*common, f"--out_dir={killed}", "--resume=True")
     assert_resumed_exactly(tmp_path / "straight", killed, 20, proc)
+    assert not list(killed.glob(".ckpt-*.tmp"))
+    lines = [json.loads(line) for line in open(killed / "log.jsonl")]
+    assert {"step": 20, "resumed": True} in lines
+    assert len(lines) == len(open(tmp_path / "straight" / "log.jsonl").readlines()) + 1   # no step twice
+    # the run is finished: another one into the same out_dir is refused, saying how to ask for it
+    proc = train(*common, f"--out_dir={killed}", expect_ok=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "already holds a run (final.json, ckpt.pt); continue it with --resume=True, or replace it with " \
+           "--overwrite=True" in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize("world", [1, 2])
-def test_sigterm_checkpoints_exits_143_and_resumes_exactly(data_dir, tmp_path, world):
-    # a scheduler's preemption: the signal lands during step 14 (sent at the end of step 13); the run finishes
-    # that step, checkpoints at 14 (between the step-10 and step-20 evals) and exits 143
+@pytest.mark.parametrize("world,signame", [(1, "SIGTERM"), (2, "SIGTERM"), (1, "SIGINT")])
+def test_sigterm_checkpoints_exits_143_and_resumes_exactly(data_dir, tmp_path, world, signame):
+    # a scheduler's preemption or a first Ctrl-C: the signal lands during step 14 (sent at the end of step 13);
+    # the run finishes that step, checkpoints at 14 (between the step-10 and step-20 evals) and exits 143
     common = [*TINY, f"--data_dir={data_dir}", "--max_iters=24", "--eval_interval=10", f"--batch_size={4 // world}"]
     train(*common, f"--out_dir={tmp_path / 'straight'}", torchrun=world if world > 1 else 0)
     stopped = tmp_path / "stopped"
-    proc = run_interrupted(common, stopped, "SIGTERM@13", torchrun=world if world > 1 else 0)
+    proc = run_interrupted(common, stopped, f"{signame}@13", torchrun=world if world > 1 else 0)
     assert proc.returncode in ((143,) if world == 1 else (1, 143)), (proc.returncode, proc.stderr[-2000:])
     assert "stopped by signal at step 14" in proc.stdout, proc.stdout[-2000:]
     assert max(curve(stopped)) == 14
     assert load_checkpoint(str(stopped / "ckpt.pt"))["step"] == 14
     proc = train(*common, f"--out_dir={stopped}", "--resume=True", torchrun=world if world > 1 else 0)
     assert_resumed_exactly(tmp_path / "straight", stopped, 14, proc)
+
+
+def test_a_second_ctrl_c_aborts_at_once(data_dir, tmp_path):
+    common = [*TINY, f"--data_dir={data_dir}", "--max_iters=24", "--eval_interval=10"]
+    proc = run_interrupted(common, tmp_path, "SIGINT,SIGINT@13")
+    assert proc.returncode == -signal.SIGINT, (proc.returncode, proc.stderr[-2000:])
+    assert max(curve(tmp_path)) == 13 and "stopped by signal" not in proc.stdout
+    assert load_checkpoint(str(tmp_path / "ckpt.pt"))["step"] == 10   # nothing written after the step-10 one
 
 
 def test_crash_during_checkpoint_write_keeps_previous(tmp_path):
@@ -219,24 +249,42 @@ def test_crash_during_checkpoint_write_keeps_previous(tmp_path):
     assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temp file left behind
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
-    # an absurd learning rate blows the weights up within a few steps
+def test_a_diverged_run_keeps_its_last_good_checkpoint(data_dir, tmp_path):
+    # An absurd learning rate blows the weights up within a few steps. The checkpoint left on disk must be one
+    # whose weights give a finite loss and gradient on the very batch the run would train on next (recomputed
+    # here in plain PyTorch from the file), and the error must name its step.
     proc = train(*TINY, f"--data_dir={data_dir}", f"--out_dir={tmp_path}", "--max_iters=50", "--eval_interval=1",
-                 "--learning_rate=1e30", "--warmup_frac=0.0", "--grad_clip=1e30", expect_ok=False)
-    assert proc.returncode != 0
+                 "--learning_rate=1e6", "--warmup_frac=0.0", "--grad_clip=1e30", expect_ok=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "is nan" in proc.stderr or "is inf" in proc.stderr, proc.stderr[-2000:]
+    named = re.search(r"The last good checkpoint is (\S+), from step (\d+)\.$", proc.stderr.strip())
+    assert named and named[1] == str(tmp_path / "ckpt.pt"), proc.stderr[-2000:]
     ck = load_checkpoint(str(tmp_path / "ckpt.pt"))
-    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+    assert ck["step"] == int(named[2]) >= 1
+    from data.loader import open_training_data
+    from model import GPT, GPTConfig
+    model = GPT(GPTConfig(**ck["model_config"]))
+    model.load_state_dict(ck["model"])
+    loader, n_vocab, _ = open_training_data(data_dir, 4, 32, seed=43, tokenizer="bytes")
+    loader.load_state_dict(ck["data_state"])
+    for _ in range(256 // (4 * 32)):   # the step's micro-batches
+        x, y = loader.next_batch()
+        logits = model.lm_head(model(x))[..., :n_vocab].double()
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
+        (loss / 2).backward()
+        assert math.isfinite(loss.item()), loss
+    grad_norm = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).double().norm()
+    assert math.isfinite(grad_norm.item()), grad_norm
 
 
 @pytest.mark.parametrize("args,message", [
     (["--no_such_key=1"], "unknown config key 'no_such_key'; valid keys are: "),
-    (["--alpha=1.5"], "alpha must be in [0, 1]"),
-    (["--temperature=-1.0"], "temperature must be >= 0"),
     (["--alpha=fast"], "alpha must be float"),
     (["--teacher_ckpt=/nonexistent/ckpt.pt", "--alpha=0.5"], "checkpoint not found: /nonexistent/ckpt.pt"),
     (["--alpha=0.5"], "alpha=0.5 weights a KD term but no teacher_ckpt is set"),
     (["--tokenizer=gpt2"], "tokenizer 'bytes'"),
+    # a bad setting is refused before any data is read: the data_dir below does not exist
+    (["--grad_clip=-1", "--data_dir=/nonexistent"], "train.py: config error: grad_clip=-1.0; allowed: a finite number > 0"),
 ])
 def test_bad_input_is_a_clear_error(data_dir, tmp_path, args, message):
     proc = train(*TINY, f"--data_dir={data_dir}", f"--out_dir={tmp_path}", "--max_iters=2", *args, expect_ok=False)
@@ -263,6 +311,13 @@ def test_corrupt_data_file_is_refused(tmp_path):
     (d / "train.bin").write_bytes(bytes(raw))
     proc = train(*TINY, f"--data_dir={d}", f"--out_dir={tmp_path / 'out'}", "--max_iters=2", expect_ok=False)
     assert "training data:" in proc.stderr and "train.bin" in proc.stderr, proc.stderr[-2000:]
+    # a header with another vocabulary than the tokenizer's: train.bin is blamed, at start-up, not val.bin later
+    write_tokens(d / "train.bin", np.arange(5000) % 257, 300, "bytes")
+    write_tokens(d / "val.bin", np.arange(5000) % 257, 257, "bytes")
+    proc = train(*TINY, f"--data_dir={d}", f"--out_dir={tmp_path / 'out'}", "--max_iters=2", expect_ok=False)
+    assert proc.returncode == 1 and "step" not in proc.stdout, proc.stdout
+    assert proc.stderr.strip() == (f"train.py: error: training data: {d / 'train.bin'}: its header says vocabulary "
+                                   "300, but tokenizer 'bytes' has 257: the file is corrupt or was written by another tool")
 
 
 def test_dry_run_of_the_headline_config_prints_the_plan():

@@ -4,7 +4,10 @@ H100/H200), on this CPU machine: Triton's own compiler with a GPUTarget and the 
 Every variant the host can launch (teacher or not × T = 1 or not × gradient or not, the gradient stored
 as bf16 or fp32) at the BLOCK_V values _rows_triton picks must compile without spilling registers to
 local memory, and the teacher variants must leave room for two programs per SM (the choice of launch
-shape in fused_kd.py rests on it; bench/triton_compile_report.py prints the whole table).
+shape in fused_kd.py rests on it; bench/triton_compile_report.py prints the whole table). Each is compiled as
+the JIT specialises it for the arguments _rows_triton passes (fused_kd.triton_launch, on buffers from
+fused_kd.row_buffer), so at GPT-2's V = 50,257 the padded row stride must show as 4-wide vector loads
+(ld.global.v4) in the PTX: with rows of 50,257 elements every load of the vocabulary stream is scalar.
 
 The compiles run in one child process without TRITON_INTERPRET: test_fused_kd.py selects the interpreter
 for this whole pytest process, and an interpreted Triton cannot compile for a GPU.
@@ -26,11 +29,11 @@ from triton_compile_report import VARIANTS, variant_name, occupancy  # noqa: E40
 pytestmark = pytest.mark.slow   # subprocess, torchrun or compile runs: pytest -m "not slow" leaves them out
 
 ARCHS = [80, 90]
-# (BLOCK_V, ints divisible by 16): the shipped block at V = 50304 / 128256 (strides and V multiples of 16,
-# so loads vectorise), at V = 50257 (an unpadded GPT-2 vocabulary: not), and a tiny config's V = 264,
-# for which _rows_triton picks next_power_of_2(264) = 512.
-SHAPES = [(fused_kd.TRITON_BLOCK_V, True), (fused_kd.TRITON_BLOCK_V, False), (512, False)]
-CASES = [(arch, bv, aligned, v) for arch in ARCHS for bv, aligned in SHAPES for v in VARIANTS]
+# (BLOCK_V, V): the shipped block at V = 50304 (a padded GPT-2 vocabulary, a multiple of 16) and at
+# V = 50257 (GPT-2's own, odd: row_buffer pads the row stride to 50272), and a tiny config's V = 264, for
+# which _rows_triton picks next_power_of_2(264) = 512.
+SHAPES = [(fused_kd.TRITON_BLOCK_V, 50304), (fused_kd.TRITON_BLOCK_V, 50257), (512, 264)]
+CASES = [(arch, bv, V, v) for arch in ARCHS for bv, V in SHAPES for v in VARIANTS]
 MAX_SPILL_BYTES = 0   # any spill is local-memory traffic inside a loop that streams the vocabulary
 
 CHILD = """
@@ -41,8 +44,8 @@ why = r.cuda_unavailable_reason()
 if why:
     print(json.dumps({{"skip": why}})); sys.exit(0)
 out = []
-for arch, bv, aligned, v in {cases!r}:
-    out.append(r.compile_kernel(tuple(v), bv, {num_warps}, arch, aligned))
+for arch, bv, V, v in {cases!r}:
+    out.append(r.compile_kernel(tuple(v), bv, {num_warps}, arch, V))
 print(json.dumps({{"results": out}}))
 """
 
@@ -59,10 +62,12 @@ def compiled():
     return dict(zip(CASES, out["results"]))
 
 
-@pytest.mark.parametrize("arch,block_v,aligned,variant", CASES,
-                         ids=[f"sm{a}-bv{bv}-{'div16' if al else 'odd'}-{variant_name(v)}" for a, bv, al, v in CASES])
-def test_kernel_compiles_without_spills(compiled, arch, block_v, aligned, variant):
-    r = compiled[(arch, block_v, aligned, variant)]
+IDS = [f"sm{a}-bv{bv}-V{V}-{variant_name(v)}" for a, bv, V, v in CASES]
+
+
+@pytest.mark.parametrize("arch,block_v,V,variant", CASES, ids=IDS)
+def test_kernel_compiles_without_spills(compiled, arch, block_v, V, variant):
+    r = compiled[(arch, block_v, V, variant)]
     spilled = r["spill_stores"] + r["spill_loads"]
     assert spilled <= MAX_SPILL_BYTES and r["stack"] == 0, (
         f"{variant_name(variant)} on sm_{arch}, BLOCK_V={block_v}, {fused_kd.TRITON_NUM_WARPS} warps spills: {r}")
@@ -71,3 +76,15 @@ def test_kernel_compiles_without_spills(compiled, arch, block_v, aligned, varian
         # while that program reduces (see TRITON_BLOCK_V in fused_kd.py)
         occ = occupancy(r["regs"], fused_kd.TRITON_NUM_WARPS, arch)
         assert occ >= 2, f"{variant_name(variant)} on sm_{arch} needs {r['regs']} registers: {occ} program(s) per SM"
+
+
+@pytest.mark.parametrize("arch,block_v,V,variant", [c for c in CASES if c[1] == fused_kd.TRITON_BLOCK_V],
+                         ids=[i for c, i in zip(CASES, IDS) if c[1] == fused_kd.TRITON_BLOCK_V])
+def test_vocabulary_loads_are_vector_loads(compiled, arch, block_v, V, variant):
+    # one 4-wide load (or more) for each place the kernel streams a row: s (and t with a teacher) in pass 1,
+    # again in pass 2 when it writes the gradient; 2048 columns over 256 threads is 8 per thread, 2 × v4
+    teacher, _, write_grad, _ = variant
+    sites = (2 if teacher else 1) * (2 if write_grad else 1)
+    r = compiled[(arch, block_v, V, variant)]
+    assert r["v4_loads"] >= sites, (f"{variant_name(variant)} on sm_{arch} at V={V}: {r['v4_loads']} ld.global.v4 "
+                                    f"for {sites} streamed rows ({r['scalar_loads']} scalar loads)")
