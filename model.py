@@ -330,7 +330,11 @@ def count_params_formula(cfg: GPTConfig):
 # Shapes only; vocab and block_size come from the run (model.py knows token ids, not tokenizers). Counts for
 # the vocabulary each family is meant for: python plan.py presets.
 
-QWEN3_ROWS = 151936   # the embedding rows of the authors' Qwen3 ymls (vocab_size), whatever tokenizer feeds them
+# The embedding rows of the authors' Qwen3 ymls (vocab_size), whatever tokenizer feeds them: their runs fed Llama-3
+# ids (128,256), so 23,680 rows are never a target but enter the training softmax (train.py loss_all_rows). eval.py's
+# softmax and export.py keep only the tokenizer's rows: their loss is lower than the all-rows one by −log(1 − m), m the
+# unused rows' probability, which training drives towards 0.
+QWEN3_ROWS = 151936
 _QWEN3 = dict(qk_norm=True, tie_embeddings=True, rope_theta=1e6, norm_eps=1e-6)
 
 PRESETS = {

@@ -212,6 +212,9 @@ if [ "$preflight_ok" = ok ]; then
     fi
   done
 
+  # packed rows: compiled FlexAttention block mask vs dense-mask SDPA, and its speed at 8,192 (GPU only; DRY=1 bench/gpu_check_packing.py runs it here)
+  [ "$DRY" = 1 ] || run_step packing 120 "$prefix.packing.log" "$PY" bench/gpu_check_packing.py --out "$prefix.packing.json"
+
   # 2. the loss benchmarks, one process per case (H_s = H_t = H)
   note="bench/gpu_check.sh DRY=$DRY"
   for c in $CASES; do

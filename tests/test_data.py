@@ -402,9 +402,12 @@ def test_prepare_fineweb_jsonl(tmp_path):
     out = tmp_path / "j"
     prepare_fineweb.main(["--data_files", str(src), "--tokenizer", "bytes", "--out_dir", str(out),
                           "--val_tokens", "0"])
-    assert sorted(os.listdir(out)) == ["progress.json", "train_000000.bin"]
+    assert sorted(os.listdir(out)) == ["doc_lengths.json", "progress.json", "train_000000.bin"]
     text = get_tokenizer("bytes").decode(load_tokens(out / "train_000000.bin"))
     assert text == "".join(d + "<|endoftext|>" for d in DOCS[:5])
+    # the document-length histogram packing's dry run reads: 5 documents, every token but the first a target once
+    hist = json.load(open(out / "doc_lengths.json"))
+    assert sum(hist["documents"]) == 5 and sum(hist["tokens"]) == len(load_tokens(out / "train_000000.bin")) - 1
 
 
 # --------------------------------------------------------------------------------------------

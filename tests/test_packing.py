@@ -244,3 +244,18 @@ def test_step_weights_make_ranks_and_micro_steps_one_mean_over_scored_tokens():
     assert step == pytest.approx(want, rel=1e-12)
     # without padding each divisor is exactly the accumulation count: unpacked runs unchanged bit for bit
     assert micro_step_weights([torch.zeros(2, 4)] * 3, world_size=1) == [3.0, 3.0, 3.0]
+
+
+def test_dry_run_states_attention_under_packing(tmp_path):
+    from data.packing import write_length_histogram
+    from plan import attention_under_packing
+    write_tokens(tmp_path / "train.bin", stream([np.zeros(30, dtype=np.int64)] * 10 + [np.zeros(200, dtype=np.int64)]), 257, "bytes")
+    hist = write_length_histogram(str(tmp_path))
+    config = {"packing": True, "data_dir": str(tmp_path), "block_size": 64}
+    share, line = attention_under_packing(config)
+    # by hand: targets 30 (first document), 31 × 9, 201 cut at 64 → Σn² / (64·Σn) with 201 counted as 201·64
+    n = [30] + [31] * 9
+    assert share == pytest.approx((sum(x * x for x in n) + 201 * 64) / (64 * (sum(n) + 201)))
+    assert f"{share:.3f}" in line and "doc_lengths.json" in line and sum(hist["documents"]) == 11
+    assert attention_under_packing({**config, "packing": False})[0] == 1.0
+    assert attention_under_packing({**config, "data_dir": str(tmp_path / "none")})[0] == 1.0   # no histogram: full rows
