@@ -1,5 +1,5 @@
 """
-The whole idea in one command, on a laptop CPU (about 10 minutes on 2 cores):
+The whole idea in one command, on a laptop CPU (a few minutes on 2 cores):
 
     python quickstart.py
 

@@ -4,7 +4,7 @@ baseline) at its own settings for several seed pairs, the teacher reseeded with 
 per-seed gains and their spread (max − min per split) to docs/quickstart_spread.json, which quickstart.py prints
 beside its gain. Commit that file with any change to configs/tiny_teacher.py or tiny_student.py.
 
-    python quickstart_spread.py              # 3 seed pairs: teacher 42/43/44, students 43/44/45 (~30 min on 2 cores)
+    python quickstart_spread.py              # 3 seed pairs: teacher 42/43/44, students 43/44/45
     python quickstart_spread.py --seeds=5
 
 Runs go to out/quickstart_spread/seed<k>/ and are reused when finished (delete them to redo).
