@@ -62,8 +62,9 @@ def main():
                       for c in (quickstart.TEACHER_CONFIG, quickstart.STUDENT_CONFIG))
     for k, run_list in enumerate(run_lists):
         results = quickstart.train_all(run_list)   # all finished: this reads their final.json
+        minutes = {name: quickstart.read_json_minutes(config, extra) for name, config, extra in run_list}
         seeds.append({"teacher_seed": t_seed + k, "student_seed": s_seed + k, "eval": results,
-                      "gain": quickstart.kd_gain(results)})
+                      "gain": quickstart.kd_gain(results), "minutes": minutes})
         print(f"seed pair {k}: KD gain " + " | ".join(f"{s} {g:+.4f}" for s, g in seeds[-1]["gain"].items()), flush=True)
     gains = [s["gain"] for s in seeds]
     out = {"settings": quickstart.settings(), "seeds": seeds, "spread": spread_of(gains),
@@ -72,7 +73,7 @@ def main():
            "measured_on": {"machine": platform.machine(), "processor": platform.processor(),
                            "cpus": os.cpu_count(), "torch": torch.__version__,
                            "threads": "1 per run, all seeds' teachers side by side, then all students"},
-           "minutes": round((time.time() - t0) / 60, 1)}
+           "minutes_this_call": round((time.time() - t0) / 60, 1)}
     path = os.path.join(quickstart.HERE, quickstart.SPREAD_FILE)
     with open(path, "w") as f:
         json.dump(out, f, indent=2)
