@@ -104,12 +104,6 @@ def train_all(run_list, force=False, passthrough=(), env=None):
     return results
 
 
-def read_json_minutes(config, extra):
-    """A finished run's wall-clock minutes, as train.py recorded them in final.json."""
-    with open(os.path.join(HERE, out_dir_of(config, extra), "final.json")) as f:
-        return round(json.load(f)["minutes"], 2)
-
-
 def kd_gain(results):
     return {s: results["student, no KD"][s] - results["student + KD"][s] for s in results["teacher"]}
 

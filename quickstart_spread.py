@@ -28,6 +28,12 @@ def spread_of(gains):
     return {s: max(g[s] for g in gains) - min(g[s] for g in gains) for s in gains[0]}
 
 
+def run_minutes(config, extra):
+    """A finished run's wall-clock minutes, as train.py recorded them in final.json."""
+    with open(os.path.join(quickstart.HERE, quickstart.out_dir_of(config, extra), "final.json")) as f:
+        return round(json.load(f)["minutes"], 2)
+
+
 def runs_named(run_lists, names):
     """(command, log, final.json) of the named runs of every seed pair."""
     out = []
@@ -62,7 +68,7 @@ def main():
                       for c in (quickstart.TEACHER_CONFIG, quickstart.STUDENT_CONFIG))
     for k, run_list in enumerate(run_lists):
         results = quickstart.train_all(run_list)   # all finished: this reads their final.json
-        minutes = {name: quickstart.read_json_minutes(config, extra) for name, config, extra in run_list}
+        minutes = {name: run_minutes(config, extra) for name, config, extra in run_list}
         seeds.append({"teacher_seed": t_seed + k, "student_seed": s_seed + k, "eval": results,
                       "gain": quickstart.kd_gain(results), "minutes": minutes})
         print(f"seed pair {k}: KD gain " + " | ".join(f"{s} {g:+.4f}" for s, g in seeds[-1]["gain"].items()), flush=True)
