@@ -4,7 +4,7 @@ baseline) at its own settings for several seed pairs, the teacher reseeded with 
 per-seed gains and their spread (max − min per split) to docs/quickstart_spread.json, which quickstart.py prints
 beside its gain. Commit that file with any change to configs/tiny_teacher.py or tiny_student.py.
 
-    python quickstart_spread.py              # 3 seed pairs: teacher 42/43/44, students 43/44/45 (~30 min on 2 cores)
+    python quickstart_spread.py              # 3 seed pairs: teacher 42/43/44, students 43/44/45
     python quickstart_spread.py --seeds=5
 
 Runs go to out/quickstart_spread/seed<k>/ and are reused when finished (delete them to redo).
@@ -26,6 +26,12 @@ OUT = os.path.join("out", "quickstart_spread")
 def spread_of(gains):
     """{split: max − min} over per-seed gain dicts."""
     return {s: max(g[s] for g in gains) - min(g[s] for g in gains) for s in gains[0]}
+
+
+def run_minutes(config, extra):
+    """A finished run's wall-clock minutes, as train.py recorded them in final.json."""
+    with open(os.path.join(quickstart.HERE, quickstart.out_dir_of(config, extra), "final.json")) as f:
+        return round(json.load(f)["minutes"], 2)
 
 
 def runs_named(run_lists, names):
@@ -62,8 +68,9 @@ def main():
                       for c in (quickstart.TEACHER_CONFIG, quickstart.STUDENT_CONFIG))
     for k, run_list in enumerate(run_lists):
         results = quickstart.train_all(run_list)   # all finished: this reads their final.json
+        minutes = {name: run_minutes(config, extra) for name, config, extra in run_list}
         seeds.append({"teacher_seed": t_seed + k, "student_seed": s_seed + k, "eval": results,
-                      "gain": quickstart.kd_gain(results)})
+                      "gain": quickstart.kd_gain(results), "minutes": minutes})
         print(f"seed pair {k}: KD gain " + " | ".join(f"{s} {g:+.4f}" for s, g in seeds[-1]["gain"].items()), flush=True)
     gains = [s["gain"] for s in seeds]
     out = {"settings": quickstart.settings(), "seeds": seeds, "spread": spread_of(gains),
@@ -72,7 +79,7 @@ def main():
            "measured_on": {"machine": platform.machine(), "processor": platform.processor(),
                            "cpus": os.cpu_count(), "torch": torch.__version__,
                            "threads": "1 per run, all seeds' teachers side by side, then all students"},
-           "minutes": round((time.time() - t0) / 60, 1)}
+           "minutes_this_call": round((time.time() - t0) / 60, 1)}
     path = os.path.join(quickstart.HERE, quickstart.SPREAD_FILE)
     with open(path, "w") as f:
         json.dump(out, f, indent=2)
