@@ -187,7 +187,7 @@ def grid_summary(root, seeds=(43, 44)):
 
 
 def grid_table(g):
-    out = ["| arm | seeds | val | ood_news | ood_pydocs | val gain | share of online-KD val gain | ood_pydocs gain | ood_news gain |",
+    out = ["| arm | seeds | val | ood_news | ood_pydocs | val gain | val gain ÷ online-KD val gain | ood_pydocs gain | ood_news gain |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
 
     def f(v, d=3):
@@ -195,7 +195,7 @@ def grid_table(g):
     for r in g["arms"]:
         frac = r["fraction_of_online_gain_val"]
         out.append(f"| {r['arm']} | {', '.join(map(str, r['seeds'])) or 'not run'} | {f(r['val'])} | {f(r['ood_news'])} | "
-                   f"{f(r['ood_pydocs'])} | {f(r['gain_val'], 4)} | {'–' if frac is None else f'{100 * frac:.0f}%'} | "
+                   f"{f(r['ood_pydocs'])} | {f(r['gain_val'], 4)} | {'–' if frac is None else f'{100 * frac + 0.0:.0f}%'} | "
                    f"{f(r['gain_ood_pydocs'], 4)} | {f(r['gain_ood_news'], 4)} |")
     if g["caches"]:
         out += ["", "| cache (every window of the grid's 700K-byte corpus) | bytes/token on disk | MB | minutes to write |",
