@@ -506,6 +506,7 @@ def main(argv=None):
         print(summary_table(results))
         out = args.out or (os.path.join(args.ckpt, "eval.json") if hf_folder else
                            os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "eval.json"))
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)   # e.g. out/ before any run made it
         with open(out, "w") as f:
             json.dump(results, f, indent=2)
         print(f"wrote {out} ({results['seconds']}s)")

@@ -182,17 +182,16 @@ class CausalSelfAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is None:
+        if cache is None:   # training and evaluation: causal, or within documents for a packed row
             y = masked_attention(q, k, v, mask, enable_gqa=self.n_kv_head != self.n_head)
         else:
             # the T new queries are the last T of the S keys: query i sees keys 0..S-T+i. (SDPA's is_causal
-            # aligns the mask top-left, which is right only when there is no past, so the mask is explicit;
-            # a single new token sees every key and needs none.)
+            # aligns the mask top-left, right only when there is no past, so the mask is explicit; a single
+            # new token sees every key and needs none.)
             k, v = cache.append(self.layer_idx, k, v)
             S = k.shape[2]
             mask = None if T == 1 else torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                               enable_gqa=self.n_kv_head != self.n_head)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv_head != self.n_head)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 

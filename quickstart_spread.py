@@ -35,7 +35,7 @@ def runs_named(run_lists, names):
         for name, config, extra in run_list:
             if name in names:
                 d = os.path.join(quickstart.HERE, quickstart.out_dir_of(config, extra))
-                out.append(([sys.executable, "train.py", config, *extra], os.path.join(d, "train.log"),
+                out.append(([sys.executable, "train.py", config, *extra, "--overwrite=True"], os.path.join(d, "train.log"),
                             os.path.join(d, "final.json")))
     return out
 

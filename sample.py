@@ -109,28 +109,28 @@ class TextStream:
     across tokens (byte tokens, byte-level BPE); the tokenizer's decode then ends in U+FFFD until its
     last byte arrives, so text ending in U+FFFD is held back. The tokenizer's own decode does the work,
     from a token or so before the new ones: SentencePiece decoders drop the leading space of the first
-    token they see, which would lose the space between prompt and sample. Printed pieces join up to
-    decode(all ids) exactly whenever the held text is released (flush() at the end)."""
+    token they see, which would lose the space between prompt and sample. With byte tokens the printed
+    pieces join to decode(all ids) exactly, broken UTF-8 included (tests/test_sample.py checks it)."""
 
     def __init__(self, decode, context=()):
         self.decode = decode
         self.ids = list(context)[-1:]
-        self.start, self.done = 0, len(self.ids)   # ids[start:done] decode to text already printed
+        self.done = len(self.ids)   # ids[:done] decode to text already printed (or the prompt's)
 
     def push(self, token):
         self.ids.append(token)
-        text = self.decode(self.ids[self.start:])
+        text = self.decode(self.ids)
         if text.endswith("\ufffd"):
             return ""
         return self._release(text)
 
     def flush(self):
-        return self._release(self.decode(self.ids[self.start:]))
+        return self._release(self.decode(self.ids))
 
     def _release(self, text):
-        printed = self.decode(self.ids[self.start:self.done])
-        self.ids = self.ids[self.done:]   # the last released tokens are the context for the next ones
-        self.start, self.done = 0, len(self.ids)
+        printed = self.decode(self.ids[:self.done])
+        self.ids = self.ids[self.done:]   # the tokens released now are the context for the next ones
+        self.done = len(self.ids)
         return text[len(printed):]
 
 
@@ -260,7 +260,7 @@ def main(argv=None):
         print(stream.flush(), flush=True)
         dt = time.perf_counter() - t0
         print(f"[sample {i + 1}/{args.num_samples}: {n} tokens in {dt:.2f} s, {n / dt:.1f} tokens/s "
-              f"(prefill of {len(prompt)} included), stopped at {why}]", file=sys.stderr, flush=True)
+              f"(prompt read included), stopped at {why}]", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

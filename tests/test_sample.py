@@ -93,9 +93,6 @@ def test_greedy_with_cache_equals_greedy_by_full_forwards(variant):
     full = list(generate(model, prompt, 60, n_vocab=257, temperature=0, use_cache=False))
     assert cached == full
     assert len(set(cached)) > 5   # a real sequence, not one token repeated
-    stop = cached[10]
-    assert list(generate(model, prompt, 60, n_vocab=257, temperature=0, stop_ids={stop})) == \
-        cached[:cached.index(stop) + 1]   # the stop token comes out, and nothing after it
 
     assert len(cached_calls) == len(calls) == 60
     assert all(pos is None for _, pos in calls)   # the reference reads the window afresh every time
@@ -105,6 +102,10 @@ def test_greedy_with_cache_equals_greedy_by_full_forwards(variant):
     for i, (n, pos) in enumerate(cached_calls):
         assert n == (1 if i not in prefills else 30 if i == 0 else 24), (i, n, pos)
         assert calls[i][0] == 30 + i - (0 if i < 19 else 30 + 19 - 24 if i < 44 else 30 + 44 - 24)
+
+    stop = cached[10]
+    assert list(generate(model, prompt, 60, n_vocab=257, temperature=0, stop_ids={stop})) == \
+        cached[:cached.index(stop) + 1]   # the stop token comes out, and nothing after it
 
 
 def test_a_wrong_rope_offset_is_caught(monkeypatch):

@@ -281,7 +281,7 @@ def test_a_diverged_run_keeps_its_last_good_checkpoint(data_dir, tmp_path):
     (["--no_such_key=1"], "unknown config key 'no_such_key'; valid keys are: "),
     (["--alpha=fast"], "alpha must be float"),
     (["--teacher_ckpt=/nonexistent/ckpt.pt", "--alpha=0.5"], "checkpoint not found: /nonexistent/ckpt.pt"),
-    (["--alpha=0.5"], "alpha=0.5 weights a KD term but no teacher_ckpt is set"),
+    (["--alpha=0.5"], "alpha=0.5 weights a KD term but neither teacher_ckpt nor teacher_cache is set"),
     (["--tokenizer=gpt2"], "tokenizer 'bytes'"),
     # a bad setting is refused before any data is read: the data_dir below does not exist
     (["--grad_clip=-1", "--data_dir=/nonexistent"], "train.py: config error: grad_clip=-1.0; allowed: a finite number > 0"),
