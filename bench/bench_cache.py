@@ -6,6 +6,7 @@ markdown from that JSON (so the README's numbers are never typed by hand).
 
     python bench/bench_cache.py --out bench/results/teacher_cache_cpu_2026-12-06.json
     python bench/bench_cache.py --table bench/results/teacher_cache_cpu_2026-12-06.json
+    python bench/bench_cache.py --grid out/laptop_cache --out bench/results/laptop_cache_grid_2026-12-06.json
 
 Storage comes from real teacher_cache.py runs over the first windows of data/embedded_<tok>/train.bin with a
 randomly initialised teacher: a row's layout is fixed by method, k and vocabulary (kd_cache.row_layout), so
@@ -146,9 +147,69 @@ def paper_arithmetic():
                 gpu_hours_saved=5 * fwd, storage=disk)
 
 
+ARMS = {"no KD": "s128_noKD_s{seed}", "online KD": "s128_t96x2_a0.3_s{seed}",
+        "top-k 4": "s128_t96x2_a0.3_top4_s{seed}", "top-k 16": "s128_t96x2_a0.3_top16_s{seed}",
+        "sampled 4": "s128_t96x2_a0.3_smp4_s{seed}", "sampled 16": "s128_t96x2_a0.3_smp16_s{seed}"}
+SPLITS = ("val", "ood_news", "ood_pydocs")
+
+
+def grid_summary(root, seeds=(43, 44)):
+    """configs/grids/laptop_cache.py's finished runs: each arm's eval losses per seed, its gain over the no-KD run
+    of the same seed, and that gain as a fraction of the online-KD gain of the same seed (seeds both have)."""
+    def losses(run):
+        path = os.path.join(root, run, "eval_loss.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            tasks = json.load(f)["tasks"]
+        return {k: tasks[k]["loss"] for k in SPLITS}
+    per = {arm: {seed: losses(pat.format(seed=seed)) for seed in seeds} for arm, pat in ARMS.items()}
+    rows = []
+    for arm in ARMS:
+        row = dict(arm=arm, seeds=[s for s in seeds if per[arm][s]])
+        for split in SPLITS:
+            have = row["seeds"]
+            row[split] = statistics.mean(per[arm][s][split] for s in have) if have else None
+            both = [s for s in have if per["no KD"][s] and per["online KD"][s]]
+            gains = [per["no KD"][s][split] - per[arm][s][split] for s in both]
+            online = [per["no KD"][s][split] - per["online KD"][s][split] for s in both]
+            row[f"gain_{split}"] = statistics.mean(gains) if gains else None
+            row[f"fraction_of_online_gain_{split}"] = (sum(gains) / sum(online)) if gains and sum(online) else None
+            row[f"seeds_compared_{split}"] = both
+        rows.append(row)
+    caches = {}
+    for c in ("top4", "top16", "smp4", "smp16"):
+        path = os.path.join(root, f"cache_t96x2_{c}", "summary.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                caches[c] = json.load(f)
+    return dict(grid="configs/grids/laptop_cache.py", root=root, arms=rows, caches=caches)
+
+
+def grid_table(g):
+    out = ["| arm | seeds | val | ood_news | ood_pydocs | val gain | val gain ÷ online-KD val gain | ood_pydocs gain | ood_news gain |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def f(v, d=3):
+        return "–" if v is None else f"{v:.{d}f}"
+    for r in g["arms"]:
+        frac = r["fraction_of_online_gain_val"]
+        out.append(f"| {r['arm']} | {', '.join(map(str, r['seeds'])) or 'not run'} | {f(r['val'])} | {f(r['ood_news'])} | "
+                   f"{f(r['ood_pydocs'])} | {f(r['gain_val'], 4)} | {'–' if frac is None else f'{100 * frac + 0.0:.0f}%'} | "
+                   f"{f(r['gain_ood_pydocs'], 4)} | {f(r['gain_ood_news'], 4)} |")
+    if g["caches"]:
+        out += ["", "| cache (every window of the grid's 700K-byte corpus) | bytes/token on disk | MB | minutes to write |",
+                "|---|---:|---:|---:|"]
+        out += [f"| {c}: {s['method']} k={s['k']} | {s['bytes_per_token']:.1f} | {s['bytes'] / 1e6:.1f} | "
+                f"{s['minutes_rank0']:.1f} |" for c, s in g["caches"].items()]
+    return "\n".join(out)
+
+
 def table(path):
     with open(path) as f:
         r = json.load(f)
+    if "arms" in r:
+        return grid_table(r)
     out = ["| vocabulary | method | k | values | bytes/token | GB per 10⁹ tokens |", "|---|---|---:|---|---:|---:|"]
     for s in r["storage"]:
         out.append(f"| {s['vocab']} ({s['n_vocab']:,}) | {s['method']} | {s['k']} | {s['value_dtype']} | "
@@ -167,7 +228,7 @@ def table(path):
             "|---|---:|---:|---:|"]
     out += [f"| {s['method']} k={s['k']}{' ' + s['value_dtype'] if s['value_dtype'] != '-' else ''} | {s['bytes_per_token']} | "
             f"{s['tb_per_teacher']:.1f} | {s['tb_grid']:.1f} |" for s in p["storage"]]
-    print("\n".join(out))
+    return "\n".join(out)
 
 
 def main():
@@ -177,9 +238,17 @@ def main():
     ap.add_argument("--windows", type=int, default=16, help="windows of 256 tokens each storage cache covers")
     ap.add_argument("--batch_size", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--grid", default="", help="summarise configs/grids/laptop_cache.py's runs under this folder "
+                                              "(e.g. out/laptop_cache) into --out instead of measuring")
     args = ap.parse_args()
     if args.table:
-        return table(args.table)
+        return print(table(args.table))
+    if args.grid:
+        g = grid_summary(args.grid)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(json.dumps(g, indent=2) + "\n")
+        return print(grid_table(g))
     torch.set_num_threads(max(1, torch.get_num_threads()))
     root = tempfile.mkdtemp(prefix="bench_cache_")
     try:

@@ -353,3 +353,14 @@ def test_cache_under_torchrun_ddp_and_resume(small_run):
             if "loss" in rec:
                 curve[rec["step"]] = rec["loss"]   # the resumed run's records of steps 4.. replace the killed run's
     assert [curve[s] for s in sorted(curve)] == single
+
+
+def test_readme_cache_tables_are_generated_from_the_results():
+    """The README's teacher-cache tables are bench_cache.py's output from the JSON in bench/results/, not typed."""
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    import bench_cache
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    for name in ("teacher_cache_cpu_2026-12-06.json", "laptop_cache_grid_2026-12-06.json"):
+        for line in bench_cache.table(os.path.join(REPO, "bench", "results", name)).splitlines():
+            assert line in readme, f"README lacks this line of {name}'s table: {line}"
