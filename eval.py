@@ -286,6 +286,12 @@ def check_args(args):
         index = d[5:] if d.startswith("cuda:") else "0" if d == "cuda" else None
         return index is not None and index.isdigit() and int(index) < torch.cuda.device_count()
 
+    def folder_can_hold(path):   # the nearest part of the path that exists is a folder
+        above = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(above):
+            above = os.path.dirname(above)
+        return os.path.isdir(above)
+
     out = args.out
     for name, value, ok, allowed in (
             ("--batch_size", args.batch_size, args.batch_size >= 1, "an integer >= 1"),
@@ -299,8 +305,8 @@ def check_args(args):
             ("--seed", args.seed, args.seed >= 0, "an integer >= 0"),
             ("--device", args.device, device_ok(args.device),
              f"cpu, cuda or cuda:N of this machine's {torch.cuda.device_count()} CUDA device(s)"),
-            ("--out", out, out is None or (not os.path.isdir(out) and os.path.isdir(os.path.dirname(os.path.abspath(out)))),
-             "a JSON file to write, in a folder that exists")):
+            ("--out", out, out is None or (not os.path.isdir(out) and folder_can_hold(out)),
+             "a JSON file to write (its folder is made if missing), not a folder or a path through a file")):
         if not ok:
             die(f"{name}={value!r}; allowed: {allowed}")
 

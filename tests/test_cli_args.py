@@ -39,10 +39,16 @@ def test_eval_refuses_cuda_without_a_gpu(tmp_path, capsys):
     assert "--device='cuda'; allowed: cpu, cuda or cuda:N of this machine's 0 CUDA device(s)" in err
 
 
-def test_eval_out_must_be_a_file_in_a_folder_that_exists(tmp_path, capsys):
-    for out in (tmp_path, tmp_path / "no" / "such" / "eval.json"):
+def test_eval_out_must_be_a_file_not_a_folder_or_a_path_through_a_file(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    for out in (tmp_path, tmp_path / "f" / "eval.json"):
         err = error_of(E.main, ["--ckpt", str(tmp_path / "missing.pt"), "--device", "cpu", "--out", str(out)], capsys)
-        assert err == f"eval.py: --out={str(out)!r}; allowed: a JSON file to write, in a folder that exists"
+        assert err == (f"eval.py: --out={str(out)!r}; allowed: a JSON file to write (its folder is made if missing), "
+                       "not a folder or a path through a file")
+    # a folder still to be made is fine: the error is then the missing checkpoint's, the work having begun
+    with pytest.raises(SystemExit):
+        E.main(["--ckpt", str(tmp_path / "missing.pt"), "--device", "cpu", "--out", str(tmp_path / "new" / "e.json")])
+    assert "checkpoint not found" in capsys.readouterr().err
 
 
 def test_export_out_naming_a_file_is_refused_before_any_work(tmp_path, capsys):
