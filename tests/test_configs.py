@@ -79,6 +79,8 @@ def grid_jobs():
     jobs, seen = [], set()
     for path in GRIDS:
         for run in sweep.expand(sweep.load_grid(path)):
+            if run["kind"] == "cache":   # teacher_cache.py, not train.py
+                continue
             o = {k: v for k, v in run["overrides"].items()
                  if k not in ("out_dir", "teacher_ckpt", "seed", "train_tokens", "max_iters") + LOSS_KEYS}
             world = 1 if o.get("device") == "cpu" else run["slurm"]["nodes"] * run["slurm"]["gpus_per_node"]
@@ -127,6 +129,12 @@ def test_grid_runs_are_consistent(path):
     assert runs and len(by_name) == len(runs)
     for r in runs:
         o = r["overrides"]
+        if r["kind"] == "cache":   # a teacher_cache.py run (sweep.py's caches): after its teacher, its students after it
+            assert by_name[r["deps"][0]]["kind"] == "teacher" and o["out"] == r["out_dir"]
+            continue
+        if r["deps"] and by_name[r["deps"][0]]["kind"] == "cache":
+            assert o["teacher_cache"] == by_name[r["deps"][0]]["out_dir"] and o["teacher_ckpt"] == "" and 0 < o["alpha"] <= 1
+            continue
         check_kd_args(o.get("alpha", 0.0), o.get("temperature", 1.0))  # what train.py checks first
         assert 0 <= o.get("top_k", 0.0) and 0 <= o.get("label_smoothing", 0.0) < 1
         if r["kind"] == "teacher":

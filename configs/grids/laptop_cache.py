@@ -21,8 +21,8 @@ seeds = [43, 44]
 # top-k caches train with top_k = k and the authors' "teacher" variant (teacher renormalised over its k, the
 # student's softmax over the whole vocabulary); sampled caches estimate the full forward KL (top_k = 0)
 caches = {
-    "top4": dict(method="top-k", k=4, train=dict(top_k=4.0)),
-    "top16": dict(method="top-k", k=16, train=dict(top_k=16.0)),
+    "top4": dict(method="top-k", k=4, train=dict(top_k=4.0, top_k_variant="teacher")),
+    "top16": dict(method="top-k", k=16, train=dict(top_k=16.0, top_k_variant="teacher")),
     "smp4": dict(method="sampled", k=4),
     "smp16": dict(method="sampled", k=16),
 }
