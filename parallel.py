@@ -98,8 +98,9 @@ def apply_fsdp(model, compute_dtype=None):
 
 @torch.no_grad()
 def build_sharded(cfg, device, compute_dtype=None):
-    """A GPT built on the meta device, sharded (apply_fsdp, for a run in compute_dtype), then each rank's shards materialised on `device` and
-    initialised to exactly the values `GPT(cfg)` gives after the same torch.manual_seed, leaving the global
+    """A GPT built on the meta device, sharded (apply_fsdp, for a run in compute_dtype), then each rank's shards
+    materialised on `device` and initialised to exactly the values `GPT(cfg)` gives after the same
+    torch.manual_seed, leaving the global
     generator where GPT(cfg) leaves it. Peak host memory is one parameter, not the whole fp32 model on every
     rank (32 GB at 8B).
 

@@ -15,15 +15,16 @@
 #   3. the training smoke run (bench/smoke_run.py, ~90 s): train.py under torchrun with one GPU, FSDP then
 #      DDP, compile=True, the fused loss and a teacher, checkpoints, a resume, eval.py, a clean exit; peak
 #      memory (max_memory_allocated) beside plan.py's estimate. Its tiny data and teacher are made on a CPU
-#      beforehand (python bench/smoke_prepare.py bench/smoke_inputs) and carried; made here if missing;
+#      beforehand (python bench/smoke_prepare.py bench/smoke_inputs) and carried (the folder is git-ignored:
+#      name it in whatever copies the work tree over, e.g. a runner's carry list); made here if missing;
 #   4. one training-step benchmark, 1B student / 160M teacher (bench/bench_step.py: MFU and the KD overhead,
 #      through train_step.micro_batch_loss, the code train.py runs);
 #   5. with SWEEP=1 only: the kernel's launch shape and chunk size on one case.
 # Everything lands in one JSON, $OUT/gpu_check_<device>_<date>.json (plus a JSON and a log per step), from which
 # `python bench/gpu_report.py THAT.json --readme README.md` writes the README's GPU section.
 #
-# Knobs (environment): OUT, PYTHON, BUDGET (s, default 420), REPEATS (rounds, default 7), CASES ("V:H ..."),
-#   N, SMOKE_INPUTS, SMOKE_COMPILE, SMOKE_MODEL, SMOKE=0 / STEP=0 (skip steps 3 / 4), STEP_ARGS (bench_step.py's arguments),
+# Knobs (environment): OUT, PYTHON, BUDGET (s, default 420; DRY=1: 900), REPEATS (rounds, default 7), CASES ("V:H ..."),
+#   N, SMOKE_INPUTS, SMOKE_COMPILE, SMOKE_MODEL, SMOKE_TIMEOUT, SMOKE=0 / STEP=0 (skip steps 3 / 4), STEP_ARGS (bench_step.py's arguments),
 #   TESTS_GPU (pytest targets; empty = none), LIGER=0, SWEEP=1, and
 #   DRY=1: the same sequence on this CPU with tiny shapes in fp32 (N=256, CASES="512:32", the smoke run on CPU
 #   without compile unless SMOKE_COMPILE=True, bench_step on the tiny config; results in /tmp/nanokd_gpu_check_dry
@@ -48,6 +49,7 @@ if [ "$DRY" = 1 ]; then
   N=${N:-256}; CASES=${CASES-"512:32"}; REPEATS=${REPEATS:-5}
   MIN_STEP=${MIN_STEP:-5}
   SMOKE_COMPILE=${SMOKE_COMPILE:-False}; SMOKE_MODEL=${SMOKE_MODEL:-tiny-64}
+  SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-480}   # five Python processes on a CPU, which may be shared
   STEP_ARGS=${STEP_ARGS-"configs/tiny_student.py --device=cpu --batch_size=2 --block_size=32 --rounds=2 --warmup=1"}
 else
   OUT=${OUT:-bench/results}
@@ -55,9 +57,10 @@ else
   N=${N:-16384}; CASES=${CASES-"128256:4096 128256:1024 50257:768"}; REPEATS=${REPEATS:-7}
   MIN_STEP=${MIN_STEP:-20}
   SMOKE_COMPILE=${SMOKE_COMPILE:-True}; SMOKE_MODEL=${SMOKE_MODEL:-gpt2-20m}
+  SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-180}
   STEP_ARGS=${STEP_ARGS-"configs/student_1b_teacher_160m.py --batch_size=8 --compile=True --rounds=5"}
 fi
-if [ "$SWEEP" = 1 ]; then BUDGET=${BUDGET:-720}; else BUDGET=${BUDGET:-420}; fi
+if [ "$DRY" = 1 ]; then BUDGET=${BUDGET:-900}; elif [ "$SWEEP" = 1 ]; then BUDGET=${BUDGET:-720}; else BUDGET=${BUDGET:-420}; fi
 RESERVE=10   # seconds kept for the summary
 TESTS_GPU=${TESTS_GPU-tests/test_fused_kd.py}
 LIGER=${LIGER:-1}
@@ -231,7 +234,7 @@ if [ "$preflight_ok" = ok ]; then
     if [ ! -f "$SMOKE_INPUTS/teacher/ckpt.pt" ]; then
       run_step smoke_prepare 60 "$prefix.smoke_prepare.log" "$PY" bench/smoke_prepare.py "$SMOKE_INPUTS"
     fi
-    run_step smoke 180 "$prefix.smoke.log" "$PY" bench/smoke_run.py --inputs "$SMOKE_INPUTS" --device="$DEVICE" \
+    run_step smoke "$SMOKE_TIMEOUT" "$prefix.smoke.log" "$PY" bench/smoke_run.py --inputs "$SMOKE_INPUTS" --device="$DEVICE" \
       --compile="$SMOKE_COMPILE" --model="$SMOKE_MODEL" --out="$prefix.smoke.json"
   fi
 

@@ -74,7 +74,7 @@ def test_dry_run_end_to_end(tmp_path):
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     s = summary_of(tmp_path)
     assert s["dry_run"] and s["torch"] and s["date"] and s["device"] == "cpu (dry run)"
-    assert "triton" in s and s["budget_s"] == 420 and 0 < s["elapsed_s"] <= s["budget_s"]
+    assert "triton" in s and s["budget_s"] == 900 and 0 < s["elapsed_s"] <= s["budget_s"]
     assert set(s["tf32_override_env"]) == {"TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "NVIDIA_TF32_OVERRIDE"}
     assert s["triton_launch"] is True   # the one-line kernel, in Triton's interpreter here
     assert {t: v["result"] for t, v in s["tests"].items()} == {"test_gpu_check--test_script_parses": "passed"}
