@@ -29,8 +29,13 @@ def run_script(tmp_path, **env):
 
 
 def summary_of(tmp_path):
-    (path,) = [p for p in tmp_path.glob("gpu_check_dry-cpu_*.json") if not p.name.endswith("preflight.json")]
+    (path,) = summary_path(tmp_path)
     return json.loads(path.read_text())
+
+
+def summary_path(tmp_path):
+    # gpu_check_dry-cpu_<date>.json; each step's own JSON has a second suffix (.preflight.json, .smoke.json, ...)
+    return [p for p in tmp_path.glob("gpu_check_dry-cpu_*.json") if p.name.count(".") == 1]
 
 
 @needs_bash
@@ -91,7 +96,7 @@ def test_dry_run_end_to_end(tmp_path):
     # bench_step: every contender timed, through the training step's own loss
     assert set(s["bench_step"]["results"]) == {"student step", "teacher fwd", "KD step (fused)", "KD step (reference)"}
     # the README's GPU section, from this JSON
-    (path,) = [p for p in tmp_path.glob("gpu_check_dry-cpu_*.json") if not p.name.endswith("preflight.json")]
+    (path,) = summary_path(tmp_path)
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- gpu_check:begin -->\nold\n<!-- gpu_check:end -->\ntail\n")
     g = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gpu_report.py"), str(path), "--readme", str(readme)],
