@@ -237,6 +237,90 @@ def test_sampled_cache_is_the_same_for_any_world_size(small_run, tmp_path):
     assert (rows["counts"].sum(-1) == 16).all() and rows["ids"].max() < V
 
 
+# ---- packing=True: a cache keyed by document piece ------------------------------------------------------------
+
+@pytest.fixture
+def packed_run(small_run):
+    """The small run's folder with documents in its train files: byte documents of 1..40 tokens, each ended by
+    the end-of-text id (256), so some are cut into row-length chunks (T = 16) and rows hold several pieces."""
+    rng = np.random.default_rng(1)
+    for name, n_docs in (("train_000.bin", 20), ("train_001.bin", 9)):
+        docs = [np.append(rng.integers(0, 256, rng.integers(1, 41)), 256) for _ in range(n_docs)]
+        write_tokens(os.path.join(small_run["data"], name), np.concatenate(docs), V, "bytes")
+    return small_run
+
+
+def packed_loaders(run, batch_size, seed, world_size=1):
+    from data.packing import PackedLoader, document_mark
+    files = [os.path.join(run["data"], f) for f in ("train_000.bin", "train_001.bin")]
+    return [PackedLoader(files, batch_size, BLOCK, document_mark("bytes"), rank=r, world_size=world_size, seed=seed,
+                         tokenizer="bytes", vocab_size=V) for r in range(world_size)]
+
+
+def test_packed_cache_gives_the_teacher_of_each_packed_row(packed_run):
+    """Targets assembled from a piece-keyed top-V cache equal the teacher run on the packed row itself (segment
+    ids and positions, attention within documents), in float64, at every scored token; whatever the seed and
+    world size. The cache is float32: a 1-layer width-16 teacher's fp32 logits carry dot products of at most 64
+    terms of size O(1), so |error| ≲ 64·eps32 ≈ 8e-6 per logit (and lse, a log-sum-exp of those); atol 2e-5."""
+    out = str(packed_run["tmp"] / "pcache")
+    build(packed_run, out, f"--k={V}", "--temperature=2.0", "--packing=True", "--units_per_shard=7")
+    cache = TeacherCache(out)
+    assert cache.keying == "chunk" and cache.n_shards > 2   # pieces from both files, spread over several shards
+    teacher = packed_run["teacher"].double()
+    W = teacher.lm_head.weight[:V]
+    one = packed_loaders(packed_run, 4, seed=3)[0]
+    two = packed_loaders(packed_run, 2, seed=3, world_size=2)
+    scored = 0
+    for step in range(6):   # past an epoch (~40 pieces, ≤ 4 rows a step)
+        x, y, seg, pos = one.next_batch()
+        rows = cache.batch_targets(one)
+        with torch.no_grad():
+            t = F.linear(teacher(x, segment_ids=seg, positions=pos), W).reshape(-1, V)
+        v = y.reshape(-1) != -100
+        scored += int(v.sum())
+        got = rows["logits"].double()[v]
+        torch.testing.assert_close(got, t[v].gather(1, rows["ids"][v]), rtol=0, atol=2e-5)
+        torch.testing.assert_close(rows["lse"].double()[v], torch.logsumexp(t[v] / 2.0, -1), rtol=0, atol=2e-5)
+        assert (got[:, :-1] >= got[:, 1:]).all()                      # sorted, so top_k' < V keeps the largest
+        assert torch.isfinite(rows["logits"]).all() and torch.isfinite(rows["lse"]).all()   # padding: finite filler
+        for r, loader in enumerate(two):   # another world size reads the same rows for the same pieces
+            loader.next_batch()
+            assert loader.last_pieces == one.last_pieces[2 * r:2 * r + 2]
+            part = cache.batch_targets(loader)
+            assert torch.equal(part["logits"], rows["logits"][2 * r * BLOCK:(2 * r + 2) * BLOCK])
+    assert scored > 6 * 4 * BLOCK // 2   # rows were mostly documents, not padding
+    other = packed_loaders(packed_run, 4, seed=11)[0]   # another seed packs other rows: same cache, still exact
+    x, y, seg, pos = other.next_batch()
+    assert other.last_pieces != one.last_pieces
+    with torch.no_grad():
+        t = F.linear(teacher(x, segment_ids=seg, positions=pos), W).reshape(-1, V)
+    rows, v = cache.batch_targets(other), y.reshape(-1) != -100
+    torch.testing.assert_close(rows["logits"].double()[v], t[v].gather(1, rows["ids"][v]), rtol=0, atol=2e-5)
+
+
+def test_packed_and_plain_caches_refuse_the_other_kind_of_run(packed_run):
+    from kd_cache import piece_identity
+    files = [os.path.join(packed_run["data"], f) for f in ("train_000.bin", "train_001.bin")]
+    ok = dict(tokenizer="bytes", n_vocab=V, block_size=BLOCK, temperature=1.0, data_files=files, top_k=4,
+              kd_loss="forward")
+    packed, plain = str(packed_run["tmp"] / "packed"), str(packed_run["tmp"] / "plain")
+    build(packed_run, packed, "--k=4", "--packing=True")
+    build(packed_run, plain, "--k=4")
+    pieces = piece_identity(packed_loaders(packed_run, 1, seed=0)[0])
+    TeacherCache(packed).check_run(**ok, pieces=pieces)
+    TeacherCache(plain).check_run(**ok)
+    with pytest.raises(CacheError, match="made with packing .* trains without it"):
+        TeacherCache(packed).check_run(**ok)
+    with pytest.raises(CacheError, match="made without packing .* trains with it"):
+        TeacherCache(plain).check_run(**ok, pieces=pieces)
+    with pytest.raises(CacheError, match="document pieces: cache"):   # other pieces (e.g. another mark)
+        TeacherCache(packed).check_run(**ok, pieces={**pieces, "mark": [10, "end"]})
+    with pytest.raises(SystemExit):   # a folder of the other keying is another cache, not one to resume
+        build(packed_run, plain, "--k=4", "--packing=True")
+    rows = TeacherCache(packed).packed_targets([[(0, 0)]])
+    assert rows["ids"].shape == (BLOCK, 4)
+
+
 # ---- end to end: train.py from the cache ----------------------------------------------------------------------
 
 def run_train(*args, env_extra=None):
