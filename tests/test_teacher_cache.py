@@ -362,6 +362,30 @@ def test_student_from_a_full_cache_trains_as_the_online_student(small_run):
     assert r.returncode != 0 and "temperature: cache 1.0, run 2.0" in r.stderr
 
 
+@pytest.mark.slow
+def test_packed_student_from_a_full_cache_trains_as_the_online_packed_student(packed_run):
+    """packing=True, k = V, float32 cache: the cached student's loss curve equals the online packed student's,
+    within 1e-3 as in the unpacked test above (the same fp32 quantities in other orders, plus the teacher's
+    attention run on a piece alone against within a packed row: also ~eps32 relative per logit)."""
+    out = str(packed_run["tmp"] / "pcache")
+    build(packed_run, out, f"--k={V}", "--packing=True")
+    common = [f"--data_dir={packed_run['data']}", f"--block_size={BLOCK}", "--batch_size=4", f"--batch_tokens={4 * BLOCK}",
+              "--model=tiny-96", "--max_iters=6", "--eval_interval=1000", "--eval_iters=1", "--device=cpu",
+              "--optim=sgd", "--learning_rate=0.5", "--log_interval=1", "--model_args={'n_layer': 1}", "--packing=True"]
+    tmp = packed_run["tmp"]
+    run_train(*common, "--alpha=0.7", f"--teacher_ckpt={packed_run['ckpt']}", f"--out_dir={tmp / 'online'}")
+    run_train(*common, "--alpha=0.7", f"--teacher_cache={out}", f"--out_dir={tmp / 'cached'}")
+    run_train(*common, "--alpha=0.0", f"--out_dir={tmp / 'nokd'}")
+    online, cached, nokd = losses(tmp / "online"), losses(tmp / "cached"), losses(tmp / "nokd")
+    assert len(online) == len(cached) == 6
+    assert max(abs(a - b) for a, b in zip(online, cached)) < 1e-3, (online, cached)
+    assert max(abs(a - b) for a, b in zip(online, nokd)) > 1e-2
+    # the same cache without packing is refused before training, saying so
+    r = subprocess.run([sys.executable, "train.py", *common[:-1], "--alpha=0.7", f"--teacher_cache={out}",
+                        f"--out_dir={tmp / 'bad'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "made with packing" in r.stderr, r.stderr[-2000:]
+
+
 # ---- sweep.py: one cache per teacher, every student of it reads the cache ---------------------------------
 
 def test_sweep_grid_trains_each_teachers_students_from_one_cache(tmp_path, capsys):
