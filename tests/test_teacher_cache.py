@@ -370,6 +370,25 @@ def test_student_from_a_full_cache_trains_as_the_online_student(small_run):
     assert r.returncode != 0 and "temperature: cache 1.0, run 2.0" in r.stderr
 
 
+def test_packed_cache_at_half_precision_and_sampled(packed_run):
+    """The other stored forms through the packed reader: bfloat16 logits are the float32 cache's rounded to
+    bfloat16 (the same teacher GEMMs on the CPU, so exactly equal); a sampled cache's rows hold K draws, its
+    padding a valid filler (all K on one id)."""
+    f32, bf16, smp = (str(packed_run["tmp"] / n) for n in ("f32", "bf16", "smp"))
+    build(packed_run, f32, "--k=8", "--packing=True")
+    build(packed_run, bf16, "--k=8", "--packing=True", "--value_dtype=bfloat16")
+    build(packed_run, smp, "--k=16", "--packing=True", "--method=sampled")
+    loader, padding = packed_loaders(packed_run, 3, seed=2)[0], 0
+    for _ in range(4):
+        _, y, _, _ = loader.next_batch()
+        padding += int((y == -100).sum())
+        a, b = TeacherCache(f32).batch_targets(loader), TeacherCache(bf16).batch_targets(loader)
+        assert torch.equal(a["ids"], b["ids"]) and torch.equal(a["logits"].bfloat16().float(), b["logits"])
+        rows = TeacherCache(smp).batch_targets(loader)
+        assert (rows["counts"].sum(-1) == 16).all() and (rows["ids"] < V).all()
+    assert padding > 0   # the batches had padding, so the filler was exercised
+
+
 @pytest.mark.slow
 def test_packed_student_from_a_full_cache_trains_as_the_online_packed_student(packed_run):
     """packing=True, k = V, float32 cache: the cached student's loss curve equals the online packed student's,
