@@ -4,11 +4,18 @@ teacher_cache.py and read by train.py (teacher_cache=DIR) in any batch order, se
 
 Keying. A token's teacher output depends only on the tokens before it in its sequence, so the cache is
 keyed by the sequence, not by the batch that happens to hold it: a *unit* is one sequence the loader can
-hand out, and a row is (unit, position). Without packing a unit is one of data/loader.py's windows,
-numbered as the loader numbers them (train files in sorted order, shard by shard, window by window), so
-the key is (shard, window) folded into one global window index. A packed loader would number document
-chunks instead (keying "chunk"); only "window" exists today. Whatever the keying, the cache rows of
-unit u are rows [u·T, (u+1)·T) of the unit range, T = block_size.
+hand out, and a row is (unit, position).
+  keying "window" (packing=False): a unit is one of data/loader.py's windows, numbered as the loader
+      numbers them (train files in sorted order, shard by shard, window by window), so the key is (shard,
+      window) folded into one global window index; unit u's rows are [u·T, (u+1)·T), T = block_size.
+  keying "chunk" (packing=True): a unit is one of data/packing.py's pieces (a document, or a row-length chunk
+      of a long one), numbered in file order as PackedLoader numbers them; the teacher ran on each piece alone
+      (attention within it, positions from 0), which is what it computes for that piece inside any packed row,
+      so any packing, seed, batch order and world size reads the same rows. A piece of n targets has n rows,
+      stored back to back; each shard also stores its pieces' lengths ("piece_len"). The header's "pieces"
+      records what decides the pieces (block size, the document mark) and a hash of the piece table, which a
+      run's loader must reproduce. A packed batch's targets are assembled piece by piece; padding gets filler
+      rows (a valid distribution, never scored).
 
 A cache folder holds shard_00000.tkc, shard_00001.tkc, ... Each shard covers a fixed range of units
 (independent of the number of ranks that wrote it) and is one file:
@@ -31,6 +38,8 @@ Arrays, for N = rows of the shard:
                       as a tail, not as 1 − Σ_k, so small tails keep their digits)
     method "sampled": ids [N, K] and counts [N, K] (uint8 for K < 256, else uint16): K draws from
                       softmax(t / T), each distinct id once with its count; unused slots have count 0
+    keying "chunk":   also piece_len [units of the shard] int32, and the header's row_start/row_end (the
+                      shard's rows among all pieces' rows, N = row_end − row_start)
 """
 
 import hashlib
@@ -44,6 +53,7 @@ import torch
 MAGIC = b"NANOKDTC"
 VERSION = 1
 METHODS = ("top-k", "sampled")
+KEYINGS = ("window", "chunk")
 VALUE_DTYPES = ("float32", "float16", "bfloat16")
 SHARD_NAME = "shard_{:05d}.tkc"
 _HASH_BLOCK = 1 << 20
@@ -68,6 +78,16 @@ def row_layout(method, k, n_vocab, value_dtype):
         return [("ids", id_dtype(n_vocab), (k,)), ("logits", value, (k,)), ("lse", np.dtype("<f4"), ()),
                 ("tail", np.dtype("<f4"), ())]
     return [("ids", id_dtype(n_vocab), (k,)), ("counts", count_dtype(k), (k,))]
+
+
+def piece_identity(loader):
+    """What decides a packed loader's pieces (data/packing.py), as a chunk-keyed cache records it: block size,
+    the document mark, the piece count and rows, and a sha256 of the piece table (shard, first token, targets)."""
+    h = hashlib.sha256()
+    for a in (loader.piece_shard, loader.piece_first, loader.piece_len):
+        h.update(np.ascontiguousarray(a, dtype="<i8").data)
+    return {"block_size": int(loader.T), "mark": [int(loader.mark[0]), str(loader.mark[1])],
+            "n_pieces": int(loader.n_pieces), "n_rows": int(loader.tokens_per_epoch), "sha256": h.hexdigest()}
 
 
 def bytes_per_row(method, k, n_vocab, value_dtype="float32"):
@@ -163,10 +183,21 @@ def read_header(path):
     if header["format"] != "nanokd-teacher-cache" or header["version"] != VERSION:
         raise CacheError(f"{path}: format {header['format']!r} version {header['version']}, this reader reads "
                          f"nanokd-teacher-cache version {VERSION}")
-    if header["method"] not in METHODS or header["value_dtype"] not in VALUE_DTYPES or header["keying"] != "window":
+    if header["method"] not in METHODS or header["value_dtype"] not in VALUE_DTYPES or header["keying"] not in KEYINGS:
         raise CacheError(f"{path}: unknown method/value_dtype/keying {header['method']!r}/{header['value_dtype']!r}/"
                          f"{header['keying']!r}")
+    if header["keying"] == "chunk":
+        for key, typ in (("pieces", dict), ("row_start", int), ("row_end", int)):
+            if not isinstance(header.get(key), typ) or isinstance(header.get(key), bool):
+                raise CacheError(f"{path}: header field {key!r} (a chunk-keyed cache's) is missing or not a {typ.__name__}")
     return header, 16 + n
+
+
+def shard_rows(header):
+    """Rows one shard holds: T per window, or the sum of its pieces' lengths."""
+    if header["keying"] == "chunk":
+        return header["row_end"] - header["row_start"]
+    return (header["unit_end"] - header["unit_start"]) * header["block_size"]
 
 
 def _map_arrays(path, header, start):
@@ -174,16 +205,23 @@ def _map_arrays(path, header, start):
     size = os.path.getsize(path)
     if start + header["payload_bytes"] != size:
         raise CacheError(f"{path}: {size} bytes, the header promises {start + header['payload_bytes']}: truncated or appended to")
-    rows = (header["unit_end"] - header["unit_start"]) * header["block_size"]
-    expected = row_layout(header["method"], header["k"], header["n_vocab"], header["value_dtype"])
+    rows = shard_rows(header)
+    expected = [(name, dt, (rows, *shape)) for name, dt, shape in
+                row_layout(header["method"], header["k"], header["n_vocab"], header["value_dtype"])]
+    if header["keying"] == "chunk":
+        expected.append(("piece_len", np.dtype("<i4"), (header["unit_end"] - header["unit_start"],)))
     if [s.get("name") for s in header["arrays"]] != [name for name, _, _ in expected]:
         raise CacheError(f"{path}: arrays {[s.get('name') for s in header['arrays']]}, expected {[n for n, _, _ in expected]}")
     out, offset = {}, 0
     for spec, (name, dt, shape) in zip(header["arrays"], expected):
-        if spec.get("dtype") != dt.str or spec.get("shape") != [rows, *shape] or spec.get("offset") != offset:
-            raise CacheError(f"{path}: array {name!r} is {spec}, expected dtype {dt.str} shape {[rows, *shape]} at {offset}")
-        out[name] = np.memmap(path, dtype=dt, mode="r", offset=start + offset, shape=(rows, *shape))
-        offset += dt.itemsize * rows * int(np.prod(shape))
+        if spec.get("dtype") != dt.str or spec.get("shape") != list(shape) or spec.get("offset") != offset:
+            raise CacheError(f"{path}: array {name!r} is {spec}, expected dtype {dt.str} shape {list(shape)} at {offset}")
+        out[name] = np.memmap(path, dtype=dt, mode="r", offset=start + offset, shape=shape)
+        offset += dt.itemsize * int(np.prod(shape))
+    if header["keying"] == "chunk":
+        n = out["piece_len"]
+        if (n < 1).any() or (n > header["block_size"]).any() or int(n.sum(dtype=np.int64)) != rows:
+            raise CacheError(f"{path}: piece lengths do not add up to the shard's {rows} rows")
     return out
 
 
@@ -200,7 +238,7 @@ def verify_payload(path, header, start):
 
 # the fields every shard of one cache shares (the rest describe the shard itself)
 IDENTITY = ("method", "k", "temperature", "value_dtype", "tokenizer", "n_vocab", "keying", "block_size", "data",
-            "n_units", "n_shards", "units_per_shard", "teacher", "sample_seed")
+            "n_units", "n_shards", "units_per_shard", "teacher", "sample_seed", "pieces")   # (pieces: chunk keying)
 
 
 class TeacherCache:
@@ -213,9 +251,9 @@ class TeacherCache:
         if not os.path.isfile(first):
             raise CacheError(f"{folder}: no {SHARD_NAME.format(0)}; not a teacher cache (make one with teacher_cache.py)")
         h0, _ = read_header(first)
-        self.identity = {k: h0[k] for k in IDENTITY}
+        self.identity = {k: h0.get(k) for k in IDENTITY}
         self.__dict__.update({k: h0[k] for k in ("method", "k", "temperature", "n_vocab", "block_size", "n_units",
-                                                   "units_per_shard", "n_shards", "value_dtype")})
+                                                   "units_per_shard", "n_shards", "value_dtype", "keying")})
         missing = [j for j in range(self.n_shards) if not os.path.isfile(self._path(j))]
         if missing:
             raise CacheError(f"{folder}: incomplete cache, {len(missing)} of {self.n_shards} shards missing "
@@ -229,19 +267,28 @@ class TeacherCache:
         if j not in self._shards:
             path = self._path(j)
             header, start = read_header(path)
-            diff = [k for k in IDENTITY if header[k] != self.identity[k]]
+            diff = [k for k in IDENTITY if header.get(k) != self.identity[k]]
             if diff:
                 raise CacheError(f"{path}: differs from {SHARD_NAME.format(0)} in {', '.join(diff)}: shards of two caches are mixed")
             if header["shard"] != j or header["unit_start"] != j * self.units_per_shard:
                 raise CacheError(f"{path}: header says shard {header['shard']} from unit {header['unit_start']}")
             arrays = _map_arrays(path, header, start)
             verify_payload(path, header, start)
+            if self.keying == "chunk":   # where each piece's rows start, within the shard
+                n = arrays.pop("piece_len")
+                arrays = (arrays, np.concatenate([[0], np.cumsum(n, dtype=np.int64)]))
             self._shards[j] = arrays
         return self._shards[j]
 
-    def check_run(self, *, tokenizer, n_vocab, block_size, temperature, data_files, top_k, kd_loss):
+    def check_run(self, *, tokenizer, n_vocab, block_size, temperature, data_files, top_k, kd_loss, pieces=None):
         """CacheError naming every way this cache does not fit the run (data file, tokenizer, block size,
-        temperature, or a loss it cannot give exactly)."""
+        temperature, packing and its pieces, or a loss it cannot give exactly). pieces: piece_identity of the
+        run's packed loader, None for plain windows."""
+        if (self.keying == "chunk") != (pieces is not None):
+            made, run = ("with", "without") if self.keying == "chunk" else ("without", "with")
+            raise CacheError(f"teacher cache {self.folder} was made {made} packing (keyed by "
+                             f"{'document chunk' if made == 'with' else 'window'}) and this run trains {run} it: set "
+                             f"packing={made == 'with'} or make the cache with teacher_cache.py --packing={run == 'with'}")
         problems = []
         for name, mine, run in (("tokenizer", self.identity["tokenizer"], tokenizer), ("n_vocab", self.n_vocab, n_vocab),
                                 ("block_size", self.block_size, block_size), ("temperature", self.temperature, temperature)):
@@ -256,6 +303,9 @@ class TeacherCache:
             if c is not None and (c["tokens"], c["fingerprint"]) != (d["tokens"], d["fingerprint"]):
                 problems.append(f"data file {d['file']}: cache made from {c['tokens']:,} tokens (fingerprint "
                                 f"{c['fingerprint'][:12]}…), run has {d['tokens']:,} ({d['fingerprint'][:12]}…)")
+        if pieces is not None and self.identity["pieces"] != pieces:
+            problems.append(f"document pieces: cache {self.identity['pieces']}, run {pieces} (another document mark "
+                            "or block size cuts the documents into other pieces)")
         if kd_loss != "forward":
             problems.append(f"kd_loss={kd_loss!r}: a cache gives forward KL only (reverse KL and JSD need the whole distribution)")
         if temperature == 0:
@@ -295,3 +345,50 @@ class TeacherCache:
                 t = torch.from_numpy(a.astype(np.float32))
             out[name] = t.to(device, non_blocking=True)
         return out
+
+    def batch_targets(self, loader, device="cpu"):
+        """The cached rows of the batch the loader handed out last: its windows, or its packed rows' pieces."""
+        if self.keying == "chunk":
+            return self.packed_targets(loader.last_pieces, device)
+        return self.targets(loader.last_windows, device)
+
+    def _piece(self, p):
+        """(shard arrays, first row, rows) of piece p."""
+        p = int(p)
+        if not 0 <= p < self.n_units:
+            raise CacheError(f"piece {p} is not in teacher cache {self.folder} (it holds pieces 0..{self.n_units - 1}); "
+                             "the run's data or block_size differs from the cache's")
+        j, r = divmod(p, self.units_per_shard)
+        arrays, starts = self.shard(j)
+        return arrays, int(starts[r]), int(starts[r + 1] - starts[r])
+
+    def packed_targets(self, rows, device="cpu"):
+        """The targets of packed rows, rows[i] = [(piece id, column where it starts), ...] (PackedLoader's
+        last_pieces), as torch tensors [len(rows)·T, k] like targets(). Padding gets filler rows: a valid
+        distribution (uniform over the vocabulary; for sampled, all draws on id 0) that no loss scores, finite
+        so that its masked-out gradient stays zero."""
+        T, k = self.block_size, self.k
+        N = len(rows) * T
+        out = {"ids": np.broadcast_to(np.arange(k) % self.n_vocab, (N, k)).copy()}
+        if self.method == "top-k":
+            out["logits"] = np.zeros((N, k), np.float32)
+            out["lse"] = np.full(N, np.log(self.n_vocab), np.float32)
+            out["tail"] = np.full(N, max(0.0, 1.0 - k / self.n_vocab), np.float32)
+        else:
+            out["ids"][:] = 0
+            out["counts"] = np.zeros((N, k), np.float32)
+            out["counts"][:, 0] = k
+        for i, placed in enumerate(rows):
+            for p, col in placed:
+                arrays, r0, n = self._piece(p)
+                if col < 0 or col + n > T:
+                    raise CacheError(f"piece {p} ({n} rows) placed at column {col} overflows a row of {T}")
+                dst = slice(i * T + col, i * T + col + n)
+                for name, a in arrays.items():
+                    src = a[r0:r0 + n]
+                    if name == "logits" and self.value_dtype == "bfloat16":
+                        src = (np.asarray(src).astype(np.uint32) << 16).view(np.float32)
+                    out[name][dst] = src
+        ids = torch.from_numpy(out.pop("ids").astype(np.int64)).to(device, non_blocking=True)
+        return {"ids": ids, **{name: torch.from_numpy(np.asarray(a, np.float32)).to(device, non_blocking=True)
+                               for name, a in out.items()}}

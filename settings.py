@@ -161,8 +161,6 @@ def check_settings(config):
                   f"{c['batch_size'] * c['block_size']} (times the number of processes)")
     if c.get("teacher_cache") and c["teacher_ckpt"]:
         raise bad("teacher_cache", c["teacher_cache"], "\"\" when teacher_ckpt is set (one teacher: online or cached)")
-    if c.get("teacher_cache") and c["packing"]:
-        raise bad("teacher_cache", c["teacher_cache"], "\"\" with packing=True (a cache keyed by document chunk is not built yet)")
     try:
         check_loss_options(c["kd_loss"], c["temperature"], c["top_k"], c["top_k_variant"], c["jsd_beta"])
         if c["tokenizer"] in N_VOCAB:   # (an hf tokenizer's size is known once it is read: train.py checks then)

@@ -66,7 +66,7 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 GRID_KEYS = {"name", "out_root", "common", "teachers", "students", "pairs", "alphas", "seeds", "variants", "caches",
              "baselines", "evals", "include", "slurm", "report_dir"}
 # the grid's common settings a teacher cache takes too (they decide which windows and targets it holds)
-CACHE_COMMON = ("data_dir", "tokenizer", "tokenizer_path", "block_size", "temperature", "device")
+CACHE_COMMON = ("data_dir", "tokenizer", "tokenizer_path", "block_size", "packing", "temperature", "device")
 SLURM_DEFAULTS = dict(nodes=1, gpus_per_node=8, cpus_per_task=64, time="24:00:00", partition="", account="",
                       setup=[], extra=[], port=29500, signal_before_end_s=300)
 

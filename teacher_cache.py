@@ -13,7 +13,10 @@ KL). "sampled": k draws from the teacher's softmax(t / T), kept as distinct ids 
 estimate of the forward-KL gradient (Anshumann et al., ACL 2025).
 
 Keys. Rows are keyed by the loader's windows (global window index, position), not by batches, so one cache
-serves every seed, batch order and world size. A shard covers a fixed range of windows, whatever the number
+serves every seed, batch order and world size. With --packing=True (for students trained with packing=True)
+they are keyed by document piece instead (data/packing.py's numbering, position within the piece): the teacher
+runs on each piece alone, attention within it and positions from 0, exactly what it computes for that piece in
+any packed row, so every packing, seed and world size reads the same rows (kd_cache.py). A shard covers a fixed range of windows, whatever the number
 of ranks; rank r writes shards r, r + W, r + 2W, ... Rerunning the same command skips shards already written
 with the same identity (resume), and refuses a folder that holds another cache's shards.
 
@@ -37,7 +40,7 @@ from data.loader import open_training_data
 from data.tokenfile import TokenFileError
 from fused_kd import _to_fp32_logits
 from kd_cache import (IDENTITY, METHODS, SHARD_NAME, VALUE_DTYPES, VERSION, CacheError, bytes_per_row, count_dtype,
-                      describe_data, file_sha256, id_dtype, read_header, write_shard)
+                      describe_data, file_sha256, id_dtype, piece_identity, read_header, write_shard)
 from parallel import exit_cleanly, init_processes
 
 # -----------------------------------------------------------------------------
@@ -47,6 +50,7 @@ data_dir = "data/embedded_bytes"
 tokenizer = "bytes"
 tokenizer_path = ""
 block_size = 256             # the students' block_size: the cache holds windows of this length
+packing = False              # the students' packing: True keys rows by document piece (data/packing.py)
 out = ""                     # the cache folder
 method = "top-k"             # "top-k" or "sampled"
 k = 16                       # top-k: ids kept per token; sampled: draws per token
@@ -68,6 +72,8 @@ def check_settings():
         raise ConfigError("--teacher_ckpt and --out are required")
     if method not in METHODS:
         raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(packing, bool):
+        raise ConfigError(f"packing must be True or False, got {packing!r}")
     if value_dtype not in VALUE_DTYPES:
         raise ConfigError(f"value_dtype must be one of {VALUE_DTYPES}, got {value_dtype!r}")
     if not 1 <= k <= 65535:
@@ -89,6 +95,25 @@ def teacher_sha256(path):
         if os.path.isfile(os.path.join(path, name)):
             h.update(f"{name} {file_sha256(os.path.join(path, name))}\n".encode())
     return h.hexdigest()
+
+
+def unit_inputs(loader, units):
+    """The teacher's inputs for these units, [len(units), L] int64, and where each of their L positions goes
+    among the units' rows (-1: padding, no row): a window is T rows; a piece of n targets is its n input
+    tokens alone, right-padded to the longest piece of the batch (causal: padding after it changes nothing)."""
+    if not packing:
+        x = np.stack([loader._window(w)[:-1] for w in units]).astype(np.int64)
+        return x, np.arange(x.size)
+    lens = loader.piece_len[units].astype(np.int64)
+    x = np.zeros((len(units), int(lens.max())), dtype=np.int64)
+    dest = np.full(x.shape, -1, dtype=np.int64)
+    row = 0
+    for i, p in enumerate(units):
+        s, first, n = int(loader.piece_shard[p]), int(loader.piece_first[p]), int(lens[i])
+        x[i, :n] = np.asarray(loader.shards[s][first:first + n], dtype=np.int64)
+        dest[i, :n] = np.arange(row, row + n)
+        row += n
+    return x, dest.reshape(-1)
 
 
 def teacher_rows(teacher, x, V, half):
@@ -153,7 +178,7 @@ def main(argv):
 
     try:   # the loader numbers the windows exactly as training will (batch 1: any window count will do)
         loader, n_vocab, (tok_name, _) = open_training_data(data_dir, 1, block_size, 0, 1, 0, tokenizer,
-                                                            tokenizer_path or teacher_ckpt)
+                                                            tokenizer_path or teacher_ckpt, packing)
         teacher = load_teacher(teacher_ckpt, tokenizer=tok_name, n_vocab=n_vocab, block_size=block_size,
                                preset=teacher_model, device=device, dtype=half)
     except (ValueError, OSError, CheckpointError) as e:
@@ -161,18 +186,21 @@ def main(argv):
     if method == "sampled" and k > n_vocab * 64:
         fail(f"k={k} draws for a vocabulary of {n_vocab}: use top-k with k = V instead")
     kk = min(k, n_vocab) if method == "top-k" else k
-    n_units = loader.n_windows
+    n_units = loader.n_pieces if packing else loader.n_windows
+    # rows before each unit: T per window, a piece's targets per piece
+    unit_row = np.concatenate([[0], np.cumsum(loader.piece_len, dtype=np.int64)]) if packing else \
+        np.arange(n_units + 1, dtype=np.int64) * block_size
     row_bytes = bytes_per_row(method, kk, n_vocab, value_dtype)
     if units_per_shard == 0:
         units_per_shard = max(1, (256 << 20) // (row_bytes * block_size))
     n_shards = -(-n_units // units_per_shard)
     identity = dict(format="nanokd-teacher-cache", version=VERSION, method=method, k=kk, temperature=float(temperature),
-                    value_dtype=value_dtype, tokenizer=tok_name, n_vocab=n_vocab, keying="window", block_size=block_size,
+                    value_dtype=value_dtype, tokenizer=tok_name, n_vocab=n_vocab, keying="chunk" if packing else "window", block_size=block_size,
                     data=describe_data(loader.paths), n_units=n_units, n_shards=n_shards, units_per_shard=units_per_shard,
                     teacher={"path": os.path.abspath(teacher_ckpt), "sha256": teacher_sha256(teacher_ckpt),
                              "model_config": asdict(teacher.config),
                              "dtype": dtype, "device_type": device.split(":")[0]},
-                    sample_seed=sample_seed)
+                    sample_seed=sample_seed, pieces=piece_identity(loader) if packing else None)
 
     os.makedirs(out, exist_ok=True)
     mine = [j for j in range(n_shards) if j % world_size == rank]
@@ -184,26 +212,34 @@ def main(argv):
                 h, _ = read_header(path)
             except CacheError as e:
                 fail(f"{e}; delete it to rewrite it")
-            diff = [key for key in IDENTITY if h[key] != identity[key]]
+            diff = [key for key in IDENTITY if h.get(key) != identity[key]]
             if diff:
                 fail(f"{path} belongs to another cache (differs in {', '.join(diff)}); use another --out or empty {out}")
             continue
         todo.append(j)
     T = block_size
-    need = sum((min(n_units, (j + 1) * units_per_shard) - j * units_per_shard) * T * row_bytes + 65536 for j in todo)
+
+    def shard_units(j):
+        return j * units_per_shard, min(n_units, (j + 1) * units_per_shard)
+
+    def rows_of(j):
+        u0, u1 = shard_units(j)
+        return int(unit_row[u1] - unit_row[u0])
+    need = sum(rows_of(j) * row_bytes + 8 * units_per_shard + 65536 for j in todo)
     free = shutil.disk_usage(out).free
     if need > free:
         fail(f"this rank's {len(todo)} shard(s) need {need / 1e9:.2f} GB, {out} has {free / 1e9:.2f} GB free")
     if rank == 0:
-        print(f"teacher_cache: {method} k={kk} T={temperature} over {n_units:,} windows of {T} tokens "
-              f"({n_units * T:,} tokens, {row_bytes} B/token, {n_units * T * row_bytes / 1e9:.3f} GB) in {n_shards} "
+        print(f"teacher_cache: {method} k={kk} T={temperature} over {n_units:,} "
+              f"{'document pieces of at most' if packing else 'windows of'} {T} tokens "
+              f"({unit_row[-1]:,} tokens, {row_bytes} B/token, {unit_row[-1] * row_bytes / 1e9:.3f} GB) in {n_shards} "
               f"shards; {world_size} rank(s); {len(mine) - len(todo)} of rank 0's {len(mine)} already done", flush=True)
 
     teacher.eval()
-    t0, done_units, todo_units = time.time(), 0, sum(min(n_units, (j + 1) * units_per_shard) - j * units_per_shard for j in todo)
+    t0, done_rows, todo_rows = time.time(), 0, sum(rows_of(j) for j in todo)
     for j in todo:
-        u0, u1 = j * units_per_shard, min(n_units, (j + 1) * units_per_shard)
-        rows = (u1 - u0) * T
+        u0, u1 = shard_units(j)
+        rows = rows_of(j)
         gen = torch.Generator(device=device).manual_seed(sample_seed * 1_000_003 + j)
         ids = np.empty((rows, kk), dtype=id_dtype(n_vocab))
         if method == "top-k":
@@ -213,10 +249,11 @@ def main(argv):
             counts_np = np.empty((rows, kk), dtype=count_dtype(kk))
         for b0 in range(u0, u1, batch_size):
             b1 = min(u1, b0 + batch_size)
-            x = torch.from_numpy(np.stack([loader._window(w)[:-1] for w in range(b0, b1)]).astype(np.int64)).to(device)
-            base = (b0 - u0) * T
-            for i0, t in teacher_rows(teacher, x, n_vocab, half):
-                r = slice(base + i0, base + i0 + t.shape[0])
+            x, dest = unit_inputs(loader, np.arange(b0, b1))
+            dest = torch.from_numpy(dest + np.where(dest >= 0, unit_row[b0] - unit_row[u0], 0))
+            for i0, t in teacher_rows(teacher, torch.from_numpy(x).to(device), n_vocab, half):
+                r = dest[i0:i0 + t.shape[0]]
+                t, r = t[(r >= 0).to(t.device)], r[r >= 0].numpy()   # padding of a batch of pieces: no row
                 if method == "top-k":
                     i, v, lse, tail = top_k_targets(t, temperature, kk)
                     ids[r] = i.cpu().numpy()
@@ -226,22 +263,25 @@ def main(argv):
                 else:
                     i, c = sampled_targets(t, temperature, kk, gen)
                     ids[r], counts_np[r] = i.cpu().numpy(), c.cpu().numpy()
-            done_units += b1 - b0
+            done_rows += int(unit_row[b1] - unit_row[b0])
             el = time.time() - t0
-            if rank == 0 and (b1 == u1 or done_units % (batch_size * 16) == 0):
-                rate = done_units * T / max(el, 1e-9)
-                print(f"shard {j + 1}/{n_shards} | rank 0: {done_units:,}/{todo_units:,} windows | {rate:,.0f} tok/s | "
-                      f"ETA {(todo_units - done_units) * T / max(rate, 1e-9) / 60:.1f} min", flush=True)
+            if rank == 0 and (b1 == u1 or (b0 - u0) // batch_size % 16 == 15):
+                rate = done_rows / max(el, 1e-9)
+                print(f"shard {j + 1}/{n_shards} | rank 0: {done_rows:,}/{todo_rows:,} tokens | {rate:,.0f} tok/s | "
+                      f"ETA {(todo_rows - done_rows) / max(rate, 1e-9) / 60:.1f} min", flush=True)
         arrays = {"ids": ids, "logits": vals_np, "lse": lse_np, "tail": tail_np} if method == "top-k" else \
             {"ids": ids, "counts": counts_np}
-        write_shard(os.path.join(out, SHARD_NAME.format(j)), {**identity, "shard": j, "unit_start": u0, "unit_end": u1},
-                    arrays)
+        where = {"shard": j, "unit_start": u0, "unit_end": u1}
+        if packing:
+            arrays["piece_len"] = loader.piece_len[u0:u1].astype("<i4")
+            where.update(row_start=int(unit_row[u0]), row_end=int(unit_row[u1]))
+        write_shard(os.path.join(out, SHARD_NAME.format(j)), {**identity, **where}, arrays)
     if ddp:
         dist.barrier()   # every rank's shards on disk before rank 0 measures them
     if rank == 0:   # written last: sweep.py counts the cache done when it exists
         on_disk = sum(os.path.getsize(os.path.join(out, SHARD_NAME.format(j))) for j in range(n_shards))
-        summary = dict(method=method, k=kk, value_dtype=value_dtype, n_vocab=n_vocab, tokens=n_units * T,
-                       bytes=on_disk, bytes_per_token=on_disk / (n_units * T), minutes_rank0=(time.time() - t0) / 60,
+        summary = dict(method=method, k=kk, value_dtype=value_dtype, n_vocab=n_vocab, tokens=int(unit_row[-1]),
+                       bytes=on_disk, bytes_per_token=on_disk / int(unit_row[-1]), packing=packing, minutes_rank0=(time.time() - t0) / 60,
                        world_size=world_size)
         with open(os.path.join(out, "summary.json.tmp"), "w") as f:
             json.dump(summary, f, indent=2)

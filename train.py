@@ -31,7 +31,7 @@ from data.loader import open_training_data
 from data.tokenfile import TokenFileError
 from data.tokenizer import padded_vocab_size
 from eval import evaluate_splits
-from kd_cache import CacheError, TeacherCache
+from kd_cache import CacheError, TeacherCache, piece_identity
 from model import GPT, config_from_preset
 from parallel import (apply_fsdp, build_sharded, exit_cleanly, find_sharded, full, full_model_state_dict, init_processes,
                       load_sharded, save_sharded, set_grad_sync, wrap_ddp)
@@ -170,7 +170,8 @@ if teacher_cache:   # the teacher's targets from disk (kd_cache.py), checked aga
     try:
         kd_cache = TeacherCache(teacher_cache)
         kd_cache.check_run(tokenizer=tokenizer, n_vocab=n_vocab, block_size=block_size, temperature=temperature,
-                           data_files=train_loader.paths, top_k=resolve_top_k(top_k, n_vocab), kd_loss=kd_loss)
+                           data_files=train_loader.paths, top_k=resolve_top_k(top_k, n_vocab), kd_loss=kd_loss,
+                           pieces=piece_identity(train_loader) if packing else None)
     except (CacheError, OSError) as e:
         fail(str(e))
 if teacher_ckpt:
@@ -256,7 +257,7 @@ def draw_step():
         for _ in range(grad_accum_steps):
             batch = train_loader.next_batch()
             batches.append(tuple(t.pin_memory() for t in batch) if device_type == "cuda" else batch)
-            cached.append(kd_cache.targets(train_loader.last_windows, device) if kd_cache else None)
+            cached.append(kd_cache.batch_targets(train_loader, device) if kd_cache else None)
     except CacheError as e:
         fail(str(e))
     except TokenFileError as e:   # an id past the vocabulary: say which file and where, not an IndexError

@@ -237,6 +237,98 @@ def test_sampled_cache_is_the_same_for_any_world_size(small_run, tmp_path):
     assert (rows["counts"].sum(-1) == 16).all() and rows["ids"].max() < V
 
 
+# ---- packing=True: a cache keyed by document piece ------------------------------------------------------------
+
+@pytest.fixture
+def packed_run(small_run):
+    """The small run's folder with documents in its train files: byte documents of 1..40 tokens, each ended by
+    the end-of-text id (256), so some are cut into row-length chunks (T = 16) and rows hold several pieces.
+    The teacher's head is scaled ×30 (logits of std ~2.4 instead of ~0.08): a near-uniform random teacher
+    gives nearly the same targets at every token, and a test could not tell misplaced targets from right ones."""
+    rng = np.random.default_rng(1)
+    for name, n_docs in (("train_000.bin", 20), ("train_001.bin", 9)):
+        docs = [np.append(rng.integers(0, 256, rng.integers(1, 41)), 256) for _ in range(n_docs)]
+        write_tokens(os.path.join(small_run["data"], name), np.concatenate(docs), V, "bytes")
+    teacher = small_run["teacher"]
+    with torch.no_grad():
+        teacher.lm_head.weight.mul_(30.0)
+    save_checkpoint(small_run["ckpt"], dict(model=teacher.state_dict(), model_config=asdict(teacher.config),
+                                            tokenizer="bytes", n_vocab=V, config={}, step=1, tokens_seen=1))
+    return small_run
+
+
+def packed_loaders(run, batch_size, seed, world_size=1):
+    from data.packing import PackedLoader, document_mark
+    files = [os.path.join(run["data"], f) for f in ("train_000.bin", "train_001.bin")]
+    return [PackedLoader(files, batch_size, BLOCK, document_mark("bytes"), rank=r, world_size=world_size, seed=seed,
+                         tokenizer="bytes", vocab_size=V) for r in range(world_size)]
+
+
+def test_packed_cache_gives_the_teacher_of_each_packed_row(packed_run):
+    """Targets assembled from a piece-keyed top-V cache equal the teacher run on the packed row itself (segment
+    ids and positions, attention within documents), in float64, at every scored token; whatever the seed and
+    world size. The cache is float32: a 1-layer width-16 teacher's fp32 logits are dot products of at most 64
+    terms, so |error| ≲ 64·eps32·max|t| per logit (and per lse, a log-sum-exp of those, T = 2 halves it)."""
+    out = str(packed_run["tmp"] / "pcache")
+    build(packed_run, out, f"--k={V}", "--temperature=2.0", "--packing=True", "--units_per_shard=7")
+    cache = TeacherCache(out)
+    assert cache.keying == "chunk" and cache.n_shards > 2   # pieces from both files, spread over several shards
+    teacher = packed_run["teacher"].double()
+    W = teacher.lm_head.weight[:V]
+    one = packed_loaders(packed_run, 4, seed=3)[0]
+    two = packed_loaders(packed_run, 2, seed=3, world_size=2)
+    scored = 0
+    for step in range(6):   # past an epoch (~40 pieces, ≤ 4 rows a step)
+        x, y, seg, pos = one.next_batch()
+        rows = cache.batch_targets(one)
+        with torch.no_grad():
+            t = F.linear(teacher(x, segment_ids=seg, positions=pos), W).reshape(-1, V)
+        v = y.reshape(-1) != -100
+        scored += int(v.sum())
+        got, tol = rows["logits"].double()[v], 64 * torch.finfo(torch.float32).eps * float(t.abs().max())
+        torch.testing.assert_close(got, t[v].gather(1, rows["ids"][v]), rtol=0, atol=tol)
+        torch.testing.assert_close(rows["lse"].double()[v], torch.logsumexp(t[v] / 2.0, -1), rtol=0, atol=tol)
+        assert (got[:, :-1] >= got[:, 1:]).all()                      # sorted, so top_k' < V keeps the largest
+        assert torch.isfinite(rows["logits"]).all() and torch.isfinite(rows["lse"]).all()   # padding: finite filler
+        for r, loader in enumerate(two):   # another world size reads the same rows for the same pieces
+            loader.next_batch()
+            assert loader.last_pieces == one.last_pieces[2 * r:2 * r + 2]
+            part = cache.batch_targets(loader)
+            assert torch.equal(part["logits"], rows["logits"][2 * r * BLOCK:(2 * r + 2) * BLOCK])
+    assert scored > 6 * 4 * BLOCK // 2   # rows were mostly documents, not padding
+    other = packed_loaders(packed_run, 4, seed=11)[0]   # another seed packs other rows: same cache, still exact
+    x, y, seg, pos = other.next_batch()
+    assert other.last_pieces != one.last_pieces
+    with torch.no_grad():
+        t = F.linear(teacher(x, segment_ids=seg, positions=pos), W).reshape(-1, V)
+    rows, v = cache.batch_targets(other), y.reshape(-1) != -100
+    tol = 64 * torch.finfo(torch.float32).eps * float(t.abs().max())
+    torch.testing.assert_close(rows["logits"].double()[v], t[v].gather(1, rows["ids"][v]), rtol=0, atol=tol)
+
+
+def test_packed_and_plain_caches_refuse_the_other_kind_of_run(packed_run):
+    from kd_cache import piece_identity
+    files = [os.path.join(packed_run["data"], f) for f in ("train_000.bin", "train_001.bin")]
+    ok = dict(tokenizer="bytes", n_vocab=V, block_size=BLOCK, temperature=1.0, data_files=files, top_k=4,
+              kd_loss="forward")
+    packed, plain = str(packed_run["tmp"] / "packed"), str(packed_run["tmp"] / "plain")
+    build(packed_run, packed, "--k=4", "--packing=True")
+    build(packed_run, plain, "--k=4")
+    pieces = piece_identity(packed_loaders(packed_run, 1, seed=0)[0])
+    TeacherCache(packed).check_run(**ok, pieces=pieces)
+    TeacherCache(plain).check_run(**ok)
+    with pytest.raises(CacheError, match="made with packing .* trains without it"):
+        TeacherCache(packed).check_run(**ok)
+    with pytest.raises(CacheError, match="made without packing .* trains with it"):
+        TeacherCache(plain).check_run(**ok, pieces=pieces)
+    with pytest.raises(CacheError, match="document pieces: cache"):   # other pieces (e.g. another mark)
+        TeacherCache(packed).check_run(**ok, pieces={**pieces, "mark": [10, "end"]})
+    with pytest.raises(SystemExit):   # a folder of the other keying is another cache, not one to resume
+        build(packed_run, plain, "--k=4", "--packing=True")
+    rows = TeacherCache(packed).packed_targets([[(0, 0)]])
+    assert rows["ids"].shape == (BLOCK, 4)
+
+
 # ---- end to end: train.py from the cache ----------------------------------------------------------------------
 
 def run_train(*args, env_extra=None):
@@ -276,6 +368,49 @@ def test_student_from_a_full_cache_trains_as_the_online_student(small_run):
     r = subprocess.run([sys.executable, "train.py", *common, f"--teacher_cache={out}", "--temperature=2.0",
                         f"--out_dir={tmp / 'bad'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "temperature: cache 1.0, run 2.0" in r.stderr
+
+
+def test_packed_cache_at_half_precision_and_sampled(packed_run):
+    """The other stored forms through the packed reader: bfloat16 logits are the float32 cache's rounded to
+    bfloat16 (the same teacher GEMMs on the CPU, so exactly equal); a sampled cache's rows hold K draws, its
+    padding a valid filler (all K on one id)."""
+    f32, bf16, smp = (str(packed_run["tmp"] / n) for n in ("f32", "bf16", "smp"))
+    build(packed_run, f32, "--k=8", "--packing=True")
+    build(packed_run, bf16, "--k=8", "--packing=True", "--value_dtype=bfloat16")
+    build(packed_run, smp, "--k=16", "--packing=True", "--method=sampled")
+    loader, padding = packed_loaders(packed_run, 3, seed=2)[0], 0
+    for _ in range(4):
+        _, y, _, _ = loader.next_batch()
+        padding += int((y == -100).sum())
+        a, b = TeacherCache(f32).batch_targets(loader), TeacherCache(bf16).batch_targets(loader)
+        assert torch.equal(a["ids"], b["ids"]) and torch.equal(a["logits"].bfloat16().float(), b["logits"])
+        rows = TeacherCache(smp).batch_targets(loader)
+        assert (rows["counts"].sum(-1) == 16).all() and (rows["ids"] < V).all()
+    assert padding > 0   # the batches had padding, so the filler was exercised
+
+
+@pytest.mark.slow
+def test_packed_student_from_a_full_cache_trains_as_the_online_packed_student(packed_run):
+    """packing=True, k = V, float32 cache: the cached student's loss curve equals the online packed student's,
+    within 1e-3 as in the unpacked test above (the same fp32 quantities in other orders, plus the teacher's
+    attention run on a piece alone against within a packed row: also ~eps32 relative per logit)."""
+    out = str(packed_run["tmp"] / "pcache")
+    build(packed_run, out, f"--k={V}", "--packing=True")
+    common = [f"--data_dir={packed_run['data']}", f"--block_size={BLOCK}", "--batch_size=4", f"--batch_tokens={4 * BLOCK}",
+              "--model=tiny-96", "--max_iters=6", "--eval_interval=1000", "--eval_iters=1", "--device=cpu",
+              "--optim=sgd", "--learning_rate=0.5", "--log_interval=1", "--model_args={'n_layer': 1}", "--packing=True"]
+    tmp = packed_run["tmp"]
+    run_train(*common, "--alpha=0.7", f"--teacher_ckpt={packed_run['ckpt']}", f"--out_dir={tmp / 'online'}")
+    run_train(*common, "--alpha=0.7", f"--teacher_cache={out}", f"--out_dir={tmp / 'cached'}")
+    run_train(*common, "--alpha=0.0", f"--out_dir={tmp / 'nokd'}")
+    online, cached, nokd = losses(tmp / "online"), losses(tmp / "cached"), losses(tmp / "nokd")
+    assert len(online) == len(cached) == 6
+    assert max(abs(a - b) for a, b in zip(online, cached)) < 1e-3, (online, cached)
+    assert max(abs(a - b) for a, b in zip(online, nokd)) > 1e-2
+    # the same cache without packing is refused before training, saying so
+    r = subprocess.run([sys.executable, "train.py", *common[:-1], "--alpha=0.7", f"--teacher_cache={out}",
+                        f"--out_dir={tmp / 'bad'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "made with packing" in r.stderr, r.stderr[-2000:]
 
 
 # ---- sweep.py: one cache per teacher, every student of it reads the cache ---------------------------------
