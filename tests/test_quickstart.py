@@ -46,3 +46,11 @@ def test_the_spread_is_printed_only_at_the_settings_it_was_measured_at(tmp_path,
     cfg.write_text(cfg.read_text() + "\nlearning_rate = 1e-3\n")
     spread, why = quickstart.measured_spread()
     assert spread is None and "other settings" in why
+
+
+def test_splits_within_noise_are_those_under_three_times_their_spread():
+    gain = {"val": 0.09, "ood_news": 0.05, "ood_pydocs": -0.01}
+    spread = {"val": 0.02, "ood_news": 0.02, "ood_pydocs": 0.001}
+    # 0.09 ≥ 3 × 0.02 passes; 0.05 < 0.06 and a negative gain do not
+    assert quickstart.splits_within_noise(gain, spread) == ["ood_news", "ood_pydocs"]
+    assert quickstart.splits_within_noise({"val": 0.01}, {"val": 0.0}) == []
