@@ -165,12 +165,13 @@ if vocab_rows and vocab_rows < n_vocab:
     fail(f"vocab_rows={vocab_rows} is fewer than the {n_vocab} ids of tokenizer {tokenizer!r}: 0 (padded to the "
          f"tokenizer) or at least {n_vocab}")
 model_cfg = config_from_preset(model, vocab_rows or padded_vocab_size(n_vocab), block_size, **model_args)
+top_k_count = resolve_top_k(top_k, n_vocab)   # round(p·V), as the paper; checked by check_data_files
 teacher, kd_cache = None, None
 if teacher_cache:   # the teacher's targets from disk (kd_cache.py), checked against this run before any step
     try:
         kd_cache = TeacherCache(teacher_cache)
         kd_cache.check_run(tokenizer=tokenizer, n_vocab=n_vocab, block_size=block_size, temperature=temperature,
-                           data_files=train_loader.paths, top_k=resolve_top_k(top_k, n_vocab), kd_loss=kd_loss,
+                           data_files=train_loader.paths, top_k=top_k_count, kd_loss=kd_loss,
                            pieces=piece_identity(train_loader) if packing else None)
     except (CacheError, OSError) as e:
         fail(str(e))
@@ -225,7 +226,6 @@ if ddp and not fsdp:
 
 # "fused": lm_head and loss together (fused_kd.py's kernel for the paper's loss and plain CE, chunked_loss.py
 # for every other ablation), never the micro-batch's [tokens, V] logits; "reference": distill_loss.py.
-top_k_count = resolve_top_k(top_k, n_vocab)   # round(p·V), as the paper; checked by check_data_files
 loss_options = dict(temperature=temperature, vocab_size=model_cfg.vocab_size if loss_all_rows else n_vocab,
                     kl=kd_loss, top_k=top_k_count,
                     top_k_variant=top_k_variant, label_smoothing=label_smoothing, jsd_beta=jsd_beta)

@@ -68,6 +68,14 @@ def _expand(paths):
     return out
 
 
+def check_state_fits(state, paths, **mine):
+    """ValueError when a saved loader state was made over other data or settings (each key in `mine` must match)."""
+    for key, value in mine.items():
+        if int(state[key]) != value:
+            raise ValueError(f"loader state does not fit this run: saved {key}={state[key]}, now {value} "
+                             f"(files {paths[0]}{', ...' if len(paths) > 1 else ''})")
+
+
 def _open_shards(paths, tokenizer, vocab_size):
     """Memory-map every shard, checking they all carry the same tokenizer (the run's, if given)."""
     if tokenizer is None or vocab_size is None:
@@ -150,10 +158,7 @@ class TokenLoader:
         if state.get("packing"):
             raise ValueError("loader state does not fit this run: it was saved by a run that packs documents "
                              "(packing=True), this run reads plain windows")
-        for key, mine in (("n_windows", self.n_windows), ("block_size", self.T), ("seed", self.seed)):
-            if int(state[key]) != mine:
-                raise ValueError(f"loader state does not fit this run: saved {key}={state[key]}, now {mine} "
-                                 f"(files {self.paths[0]}{', ...' if len(self.paths) > 1 else ''})")
+        check_state_fits(state, self.paths, n_windows=self.n_windows, block_size=self.T, seed=self.seed)
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
 

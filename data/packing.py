@@ -43,7 +43,7 @@ this rank's rows.
 import numpy as np
 import torch
 
-from data.loader import _expand, _open_shards, raise_bad_id
+from data.loader import _expand, _open_shards, check_state_fits, raise_bad_id
 
 BINS = 30                  # grain's num_packing_bins in the authors' pipeline
 SCAN_BLOCK = 1 << 24       # tokens read at a time when looking for document marks
@@ -184,10 +184,7 @@ class PackedLoader:
         if not state.get("packing"):
             raise ValueError("loader state does not fit this run: it was saved by a run without packing, "
                              "this run packs documents (packing=True)")
-        for key, mine in (("n_pieces", self.n_pieces), ("block_size", self.T), ("seed", self.seed)):
-            if int(state[key]) != mine:
-                raise ValueError(f"loader state does not fit this run: saved {key}={state[key]}, now {mine} "
-                                 f"(files {self.paths[0]}{', ...' if len(self.paths) > 1 else ''})")
+        check_state_fits(state, self.paths, n_pieces=self.n_pieces, block_size=self.T, seed=self.seed)
         self.epoch, self.cursor, self.taken = int(state["epoch"]), int(state["cursor"]), int(state["taken"])
 
 
