@@ -21,7 +21,7 @@
 _steps = 250
 _tokens = _steps * 4096
 
-common = dict(data_dir="data/embedded_bytes", tokenizer="bytes", block_size=256, batch_size=16, batch_tokens=4096,
+common = dict(min_lr_ratio=0.1, data_dir="data/embedded_bytes", tokenizer="bytes", block_size=256, batch_size=16, batch_tokens=4096,
               learning_rate=3e-3, eval_interval=100, eval_iters=2, device="cpu", loss_impl="reference")
 teachers = {   # this order is the order of training, and of each seed's students
     "t96": dict(config="configs/tiny_teacher.py", model="tiny-96", train_tokens=_tokens),
