@@ -1,5 +1,5 @@
 """
-The whole idea in one command, on a laptop CPU (about 11 minutes on 2 cores, README):
+The whole idea in one command, on a laptop CPU (about 9 minutes on 2 idle cores, README):
 
     python quickstart.py
 

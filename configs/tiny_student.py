@@ -1,5 +1,5 @@
 # The larger tiny student, distilled from configs/tiny_teacher.py's checkpoint (train that first).
-#   python train.py configs/tiny_student.py                                                  # KD, α=0.3
+#   python train.py configs/tiny_student.py                                                  # KD, α=0.5
 #   python train.py configs/tiny_student.py --alpha=0.0 --teacher_ckpt= --out_dir=out/tiny_baseline  # no teacher
 # teacher_model only checks that the teacher holds that preset: with another teacher (a Hugging Face folder,
 # README "Distill from a model you already have") pass --teacher_model= as well.
