@@ -337,14 +337,15 @@ class TeacherCache:
         out = {}
         for name, chunks in parts.items():
             a = np.concatenate(chunks)
-            if name == "ids":
-                t = torch.from_numpy(a.astype(np.int64))
-            elif name == "logits" and self.value_dtype == "bfloat16":
-                t = torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16).float()
-            else:
-                t = torch.from_numpy(a.astype(np.float32))
+            t = torch.from_numpy(a.astype(np.int64) if name == "ids" else self._float32(name, a))
             out[name] = t.to(device, non_blocking=True)
         return out
+
+    def _float32(self, name, a):
+        """A cached array's values as float32 numpy (bfloat16 logits are stored as their upper 16 bits)."""
+        if name == "logits" and self.value_dtype == "bfloat16":
+            return (np.asarray(a).astype(np.uint32) << 16).view(np.float32)
+        return np.asarray(a).astype(np.float32)
 
     def batch_targets(self, loader, device="cpu"):
         """The cached rows of the batch the loader handed out last: its windows, or its packed rows' pieces."""
@@ -385,10 +386,7 @@ class TeacherCache:
                     raise CacheError(f"piece {p} ({n} rows) placed at column {col} overflows a row of {T}")
                 dst = slice(i * T + col, i * T + col + n)
                 for name, a in arrays.items():
-                    src = a[r0:r0 + n]
-                    if name == "logits" and self.value_dtype == "bfloat16":
-                        src = (np.asarray(src).astype(np.uint32) << 16).view(np.float32)
-                    out[name][dst] = src
+                    out[name][dst] = a[r0:r0 + n] if name == "ids" else self._float32(name, a[r0:r0 + n])
         ids = torch.from_numpy(out.pop("ids").astype(np.int64)).to(device, non_blocking=True)
         return {"ids": ids, **{name: torch.from_numpy(np.asarray(a, np.float32)).to(device, non_blocking=True)
                                for name, a in out.items()}}
