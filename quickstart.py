@@ -1,10 +1,10 @@
 """
-The whole idea in one command, on a laptop CPU (about 9 minutes on 2 idle cores, README):
+The whole idea in one command, on a laptop CPU (about 13 minutes on 2 idle cores, README):
 
     python quickstart.py
 
 1. prepares the embedded corpus (Wikipedia in-domain; Python docs and news as OOD), byte-level;
-2. trains a tiny teacher (configs/tiny_teacher.py) on train.bin: smaller than the student, on three times its bytes;
+2. trains a tiny teacher (configs/tiny_teacher.py) on train.bin: smaller than the student, on six times its bytes;
 3. trains the larger tiny student with KD from it (configs/tiny_student.py), and
 4. the same student with --alpha=0.0 (the baseline: no teacher loaded, no other setting differs), beside 3;
 5. prints their in-domain and out-of-distribution validation losses side by side, the KD gain, and
