@@ -1,5 +1,5 @@
-# A tiny byte-level teacher for CPU runs: under half the parameters of tiny_student.py's model
-# (0.3M vs 0.8M), trained on six times the tokens (4.6 passes over train.bin). Whether KD helps depends on its loss gap to the
+# A tiny byte-level teacher for CPU runs: under half the parameters of tiny_student.py's model (0.3M vs 0.8M),
+# trained on six times the tokens (4.6 passes over train.bin). Whether KD helps depends on its loss gap to the
 # student more than on the parameter ratio: docs/laptop_reproduction.md measures both directions.
 #   python train.py configs/tiny_teacher.py
 out_dir = "out/tiny_teacher"

@@ -21,8 +21,9 @@
 _steps = 250
 _tokens = _steps * 4096
 
-common = dict(min_lr_ratio=0.1, data_dir="data/embedded_bytes", tokenizer="bytes", block_size=256, batch_size=16, batch_tokens=4096,
-              learning_rate=3e-3, eval_interval=100, eval_iters=2, device="cpu", loss_impl="reference")
+common = dict(data_dir="data/embedded_bytes", tokenizer="bytes", block_size=256, batch_size=16, batch_tokens=4096,
+              learning_rate=3e-3, eval_interval=100, eval_iters=2, device="cpu", loss_impl="reference",
+              min_lr_ratio=0.1)
 teachers = {   # this order is the order of training, and of each seed's students
     "t96": dict(config="configs/tiny_teacher.py", model="tiny-96", train_tokens=_tokens),
     "t128q": dict(config="configs/tiny_teacher.py", model="tiny-128", train_tokens=3 * _tokens // 4),

@@ -8,8 +8,9 @@
 # Same settings as the laptop grid, so its numbers can be set beside docs/laptop/results.csv; only the loss
 # evaluation (the benchmarks are at chance at this scale and the analysis does not use them).
 _tokens = 250 * 4096
-common = dict(min_lr_ratio=0.1, data_dir="data/embedded_bytes", tokenizer="bytes", block_size=256, batch_size=16, batch_tokens=4096,
-              learning_rate=3e-3, eval_interval=100, eval_iters=2, device="cpu", loss_impl="reference")
+common = dict(data_dir="data/embedded_bytes", tokenizer="bytes", block_size=256, batch_size=16, batch_tokens=4096,
+              learning_rate=3e-3, eval_interval=100, eval_iters=2, device="cpu", loss_impl="reference",
+              min_lr_ratio=0.1)
 students = {"s128": dict(config="configs/tiny_student.py", model="tiny-128", train_tokens=_tokens)}
 
 teachers = {

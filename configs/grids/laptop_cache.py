@@ -12,8 +12,9 @@
 _steps = 100
 _tokens = _steps * 4096
 
-common = dict(min_lr_ratio=0.1, data_dir="data/embedded_bytes_700k", tokenizer="bytes", block_size=256, batch_size=16, batch_tokens=4096,
-              learning_rate=3e-3, eval_interval=1000, eval_iters=2, device="cpu")
+common = dict(data_dir="data/embedded_bytes_700k", tokenizer="bytes", block_size=256, batch_size=16,
+              batch_tokens=4096, learning_rate=3e-3, eval_interval=1000, eval_iters=2, device="cpu",
+              min_lr_ratio=0.1)
 teachers = {"t96x2": dict(config="configs/tiny_teacher.py", model="tiny-96", train_tokens=2 * _tokens)}
 students = {"s128": dict(config="configs/tiny_student.py", model="tiny-128", train_tokens=_tokens)}
 alphas = [0.3]

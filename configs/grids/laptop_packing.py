@@ -12,8 +12,9 @@
 _steps = 160
 _tokens = _steps * 4096
 
-common = dict(min_lr_ratio=0.1, data_dir="data/embedded_bytes_paragraphs", tokenizer="bytes", block_size=1024, batch_size=4,
-              batch_tokens=4096, learning_rate=3e-3, eval_interval=10_000, eval_iters=12, device="cpu")
+common = dict(data_dir="data/embedded_bytes_paragraphs", tokenizer="bytes", block_size=1024, batch_size=4,
+              batch_tokens=4096, learning_rate=3e-3, eval_interval=10_000, eval_iters=12, device="cpu",
+              min_lr_ratio=0.1)
 teachers = {
     "t128p": dict(config="configs/tiny_teacher.py", model="tiny-128", train_tokens=3 * _tokens // 2, packing=True),
     "t128u": dict(config="configs/tiny_teacher.py", model="tiny-128", train_tokens=3 * _tokens // 2, packing=False),
